@@ -1,0 +1,204 @@
+//! A supervised broker connection with a few confirm-mode channels that any number of tasks
+//! publish on at once (confirms are pipelined, not one publish at a time).
+//!
+//! The supervisor ([`Publisher::run`]) connects, declares the topology, and when the connection
+//! breaks drops it at once (so callers get [`PublishError::NotConnected`] immediately instead of
+//! hanging) and reconnects with exponential backoff and jitter until shutdown.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
+    time::Duration,
+};
+
+use lapin::{
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    publisher_confirm::Confirmation,
+    BasicProperties, Channel, Connection,
+};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::topology::Topology;
+use crate::config::Settings;
+
+/// Why a publish was not confirmed. Every variant means "not in the queue": the caller must not
+/// report success.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    NotConnected,
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the message was returned as unroutable (no queue bound)")]
+    Unroutable,
+    #[error("no publisher confirm within {0:?}")]
+    Timeout(Duration),
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+/// One established connection and its publishing channels.
+pub struct Live {
+    pub conn: Connection,
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+    /// Signalled when the connection or a channel fails; wakes the supervisor.
+    broken: Arc<Notify>,
+}
+
+impl Live {
+    /// Asks the supervisor to replace this connection.
+    pub fn mark_broken(&self) {
+        self.broken.notify_one();
+    }
+}
+
+/// Shared by every request handler; cheap to call from many tasks.
+pub struct Publisher {
+    name: String,
+    url: SecretString,
+    topology: Topology,
+    channels: usize,
+    confirm_timeout: Duration,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    live: RwLock<Option<Arc<Live>>>,
+}
+
+impl Publisher {
+    /// `name` shows in the broker's connection list (e.g. `moka-ingest ingress`).
+    pub fn new(settings: &Settings, topology: Topology, name: &str) -> Arc<Publisher> {
+        Arc::new(Publisher {
+            name: name.to_owned(),
+            url: settings.amqp_url.clone(),
+            topology,
+            channels: settings.ingress.publish_channels,
+            confirm_timeout: Duration::from_millis(settings.ingress.confirm_timeout_ms),
+            backoff_min: Duration::from_millis(settings.broker.reconnect_min_ms),
+            backoff_max: Duration::from_millis(settings.broker.reconnect_max_ms),
+            live: RwLock::new(None),
+        })
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The current connection, if one is established.
+    pub fn current(&self) -> Option<Arc<Live>> {
+        self.live.read().expect("publisher lock").clone()
+    }
+
+    /// Connected and topology declared.
+    pub fn is_ready(&self) -> bool {
+        self.current().is_some_and(|l| l.conn.status().connected())
+    }
+
+    /// Keeps a connection up until `shutdown`, then closes it cleanly.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut delay = self.backoff_min;
+        while !shutdown.is_cancelled() {
+            match tokio::time::timeout(Duration::from_secs(15), self.connect()).await {
+                Ok(Ok(live)) => {
+                    delay = self.backoff_min;
+                    let broken = live.broken.clone();
+                    *self.live.write().expect("publisher lock") = Some(Arc::new(live));
+                    metrics::gauge!("moka_broker_connected", "role" => self.name.clone()).set(1.0);
+                    info!(connection = %self.name, "broker connected, topology declared");
+                    tokio::select! {
+                        _ = broken.notified() => warn!(connection = %self.name, "broker connection lost"),
+                        _ = shutdown.cancelled() => {}
+                    }
+                    let old = self.live.write().expect("publisher lock").take();
+                    metrics::gauge!("moka_broker_connected", "role" => self.name.clone()).set(0.0);
+                    if let Some(old) = old {
+                        // Closing waits for the broker; a dead one must not hold up the reconnect.
+                        let close = tokio::time::timeout(Duration::from_secs(2), old.conn.close(200, "bye"));
+                        let _ = close.await;
+                    }
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    metrics::counter!("moka_broker_reconnects_total", "role" => self.name.clone()).increment(1);
+                }
+                Ok(Err(e)) => warn!(connection = %self.name, error = %e, retry_in = ?delay, "cannot connect to the broker"),
+                Err(_) => warn!(connection = %self.name, retry_in = ?delay, "broker connect timed out"),
+            }
+            let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+            tokio::select! {
+                _ = tokio::time::sleep(jittered) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            delay = (delay * 2).min(self.backoff_max);
+        }
+    }
+
+    async fn connect(&self) -> Result<Live, lapin::Error> {
+        let conn = super::connect(self.url.expose_secret(), &self.name).await?;
+        let broken = Arc::new(Notify::new());
+        let on_error = broken.clone();
+        conn.on_error(move |e| {
+            warn!(error = %e, "broker connection error");
+            on_error.notify_one();
+        });
+        let ch = conn.create_channel().await?;
+        self.topology.declare(&ch).await?;
+        ch.close(200, "declared").await?;
+        let mut channels = Vec::with_capacity(self.channels);
+        for _ in 0..self.channels {
+            let ch = conn.create_channel().await?;
+            // Confirm mode: the broker acks each publish once the queue has it on disk; success
+            // is only ever reported after that ack.
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            channels.push(ch);
+        }
+        Ok(Live { conn, channels, next: AtomicUsize::new(0), broken })
+    }
+
+    /// Publishes one message and waits for the broker's confirm (or the timeout).
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let live = self.current().ok_or(PublishError::NotConnected)?;
+        let ch = &live.channels[live.next.fetch_add(1, Ordering::Relaxed) % live.channels.len()];
+        // Mandatory: a message no queue would take comes back instead of vanishing.
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        let confirmed = async {
+            let confirm = ch.basic_publish(exchange, routing_key, options, body, properties).await?;
+            confirm.await
+        };
+        match tokio::time::timeout(self.confirm_timeout, confirmed).await {
+            Err(_) => Err(PublishError::Timeout(self.confirm_timeout)),
+            Ok(Err(e)) => {
+                live.mark_broken();
+                Err(PublishError::Broker(e))
+            }
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            // lapin reports a returned (unroutable) message as an ack that carries it.
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable),
+            Ok(Ok(Confirmation::Nack(_))) | Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        }
+    }
+
+    /// Waits until connected, up to `timeout`; true if ready.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.is_ready() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.is_ready()
+    }
+}

@@ -1,0 +1,280 @@
+//! Configuration: the checked-in `config/default.toml` (embedded in the binary), then an optional
+//! file (`--config` or `MOKA_INGEST_CONFIG`), then environment variables, then validation.
+//!
+//! Environment variables: `MOKA_INGEST_<KEY>` for top-level keys and `MOKA_INGEST_<SECTION>__<KEY>`
+//! for the others, plus the well-known names in [`WELL_KNOWN_ENV`].
+
+use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment,
+};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::Sha256;
+
+/// The checked-in defaults, embedded so the binary runs without its source tree.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The secret of the development key in `config/default.toml`; its use is logged as a warning.
+pub const DEV_SECRET: &str = "moka-dev-secret-do-not-use-in-production";
+
+/// Shortest secret accepted: an HMAC key shorter than this is guessable.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Environment variables that operators know by name, and the setting each one sets.
+pub const WELL_KNOWN_ENV: &[(&str, &str)] = &[
+    ("AMQP_URL", "amqp_url"),
+    ("DATABASE_URL", "database_url"),
+    ("MOKA_INGEST_LISTEN", "ingress.listen"),
+    ("MOKA_INGEST_WORKER_LISTEN", "worker.listen"),
+    ("MOKA_INGEST_QUEUE_PREFIX", "queue_prefix"),
+    ("MOKA_INGEST_KEYS", "keys"),
+    ("MOKA_INGEST_ATTACHMENTS_DIR", "attachments.dir"),
+    ("MOKA_INGEST_ATTACHMENTS_ALLOW", "attachments.allow"),
+];
+
+/// Everything the service can be told. Each field is documented in `config/default.toml`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// RabbitMQ URL; holds a password, so it is never logged.
+    pub amqp_url: SecretString,
+    /// PostgreSQL URL; may hold a password, so it is never logged.
+    pub database_url: SecretString,
+    /// Prefix of every exchange and queue name.
+    pub queue_prefix: String,
+    /// `access_key:secret` pairs, comma-separated.
+    pub keys: SecretString,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub ingress: IngressSettings,
+    pub broker: BrokerSettings,
+    pub worker: WorkerSettings,
+}
+
+/// The HTTP receiver.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngressSettings {
+    /// Listen address of the ingress (and its /metrics, /healthz, /readyz).
+    pub listen: SocketAddr,
+    /// Largest request body; larger gets 413.
+    pub body_limit_bytes: usize,
+    /// Allowed distance between a request's tonce and the server clock, in seconds.
+    pub tonce_window_secs: u64,
+    /// Longest wait for a publisher confirm before answering 503.
+    pub confirm_timeout_ms: u64,
+    /// Number of confirm-mode channels shared by all requests.
+    pub publish_channels: usize,
+}
+
+/// Broker topology and connection behaviour.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerSettings {
+    /// `x-delivery-limit` of the submission queue.
+    pub delivery_limit: u32,
+    /// First reconnect delay.
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay.
+    pub reconnect_max_ms: u64,
+}
+
+/// The consumer that writes to PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    /// Listen address of the worker's /metrics, /healthz, /readyz.
+    pub listen: SocketAddr,
+    /// Messages prepared concurrently.
+    pub concurrency: usize,
+    /// Broker prefetch (unacknowledged deliveries in hand).
+    pub prefetch: u16,
+    /// Messages per database transaction.
+    pub batch_size: usize,
+    /// Longest wait for a partial batch.
+    pub batch_wait_ms: u64,
+    /// PostgreSQL pool size.
+    pub pool_size: usize,
+    /// Run migrations at start.
+    pub migrate_on_start: bool,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::new().merge(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment.merge(env_provider()))
+    }
+
+    /// Loads from an explicit list of overrides on top of the defaults (tests use this so that
+    /// they never depend on, or race over, the process environment).
+    pub fn with_overrides(overrides: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::new().merge(Toml::string(DEFAULT_TOML));
+        for (path, value) in overrides {
+            figment = figment.merge((*path, *value));
+        }
+        Self::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
+        // Lossy: environment values arrive as text, so "8" must still fill a number field.
+        let settings: Settings = figment.extract_lossy().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        KeyRing::parse(self.keys.expose_secret()).map_err(ConfigError::Invalid)?;
+        let p = &self.queue_prefix;
+        if p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return invalid(format!(
+                "queue_prefix {p:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if self.ingress.publish_channels == 0 {
+            return invalid("ingress.publish_channels must be at least 1".into());
+        }
+        if self.broker.delivery_limit == 0 {
+            return invalid("broker.delivery_limit must be at least 1".into());
+        }
+        if self.worker.batch_size == 0 || self.worker.concurrency == 0 || self.worker.prefetch == 0 {
+            return invalid("worker.batch_size, concurrency and prefetch must be at least 1".into());
+        }
+        if self.worker.pool_size < 2 {
+            return invalid("worker.pool_size must be at least 2".into());
+        }
+        Ok(())
+    }
+
+    /// The parsed access keys (validated at load, so this cannot fail afterwards).
+    pub fn key_ring(&self) -> KeyRing {
+        KeyRing::parse(self.keys.expose_secret()).expect("validated at load")
+    }
+
+    pub fn tonce_window(&self) -> Duration {
+        Duration::from_secs(self.ingress.tonce_window_secs)
+    }
+}
+
+fn env_provider() -> Figment {
+    let well_known = Env::raw().filter_map(|key| {
+        WELL_KNOWN_ENV
+            .iter()
+            .find(|(name, _)| key.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, path)| (*path).into())
+    });
+    Figment::new()
+        .merge(Env::prefixed("MOKA_INGEST_").split("__").lowercase(true))
+        .merge(well_known)
+}
+
+/// HMAC state per secret, keyed by access key. Pre-keyed so each request only clones it.
+#[derive(Clone)]
+pub struct KeyRing {
+    keys: HashMap<String, Vec<Hmac<Sha256>>>,
+    /// Access keys that still use the development secret.
+    dev_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets, only which access keys exist.
+        f.debug_struct("KeyRing").field("access_keys", &self.keys.keys()).finish()
+    }
+}
+
+impl KeyRing {
+    /// Parses `ak:secret,ak:secret`. Refuses an empty list and secrets shorter than 16 bytes.
+    pub fn parse(spec: &str) -> Result<KeyRing, String> {
+        let mut keys: HashMap<String, Vec<Hmac<Sha256>>> = HashMap::new();
+        let mut dev_keys = Vec::new();
+        for (i, pair) in spec.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+            let Some((ak, secret)) = pair.split_once(':') else {
+                return Err(format!(
+                    "key #{} must be written access_key:secret (no ':' found)",
+                    i + 1
+                ));
+            };
+            let ak = ak.trim();
+            if ak.is_empty() {
+                return Err(format!("key #{} has an empty access key", i + 1));
+            }
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(format!(
+                    "the secret of access key {ak:?} is {} bytes; at least {MIN_SECRET_LEN} are required",
+                    secret.len()
+                ));
+            }
+            if secret == DEV_SECRET {
+                dev_keys.push(ak.to_string());
+            }
+            let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                .expect("HMAC accepts keys of any length");
+            keys.entry(ak.to_string()).or_default().push(mac);
+        }
+        if keys.is_empty() {
+            return Err("no access key is configured (set MOKA_INGEST_KEYS=access_key:secret)".into());
+        }
+        Ok(KeyRing { keys, dev_keys })
+    }
+
+    /// The pre-keyed MACs of an access key (two during a rotation), or `None` if unknown.
+    pub fn macs(&self, access_key: &str) -> Option<&[Hmac<Sha256>]> {
+        self.keys.get(access_key).map(Vec::as_slice)
+    }
+
+    /// Access keys still configured with the development secret.
+    pub fn dev_keys(&self) -> &[String] {
+        &self.dev_keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_loads_and_uses_the_dev_key() {
+        let s = Settings::with_overrides(&[]).expect("default config is valid");
+        assert_eq!(s.queue_prefix, "moka");
+        assert_eq!(s.key_ring().dev_keys(), ["moka-dev".to_string()]);
+    }
+
+    #[test]
+    fn key_ring_rejects_short_secret_and_empty_list() {
+        let err = KeyRing::parse("ak:short").unwrap_err();
+        assert!(err.contains("at least 16"), "{err}");
+        assert!(!err.contains("short\""), "secret must not be echoed: {err}");
+        assert!(KeyRing::parse(" , ").unwrap_err().contains("no access key"));
+        assert!(KeyRing::parse("novalue").unwrap_err().contains("access_key:secret"));
+    }
+
+    #[test]
+    fn key_ring_keeps_both_secrets_of_a_rotation() {
+        let ring = KeyRing::parse("ak:0123456789abcdef,ak:fedcba9876543210,bk:0123456789abcdefX").unwrap();
+        assert_eq!(ring.macs("ak").unwrap().len(), 2);
+        assert_eq!(ring.macs("bk").unwrap().len(), 1);
+        assert!(ring.macs("ck").is_none());
+    }
+
+    #[test]
+    fn overrides_are_validated() {
+        let err = Settings::with_overrides(&[("keys", "")]).unwrap_err();
+        assert!(err.to_string().contains("no access key"), "{err}");
+        let err = Settings::with_overrides(&[("queue_prefix", "a b")]).unwrap_err();
+        assert!(err.to_string().contains("queue_prefix"), "{err}");
+    }
+}

@@ -1,0 +1,277 @@
+//! The signed HTTP ingress: `POST /api/v2/moka_candidates` verifies the request and hands the raw
+//! submission to RabbitMQ, answering success only once the broker confirmed it.
+//!
+//! It stays minimal on purpose: parameters ([`params`]), signature ([`signature`]), tonce window,
+//! replay cache ([`replay`]), a shallow payload check (a JSON object with a string `id`), publish.
+//! Everything deeper is the worker's job.
+
+pub mod error;
+pub mod params;
+pub mod replay;
+pub mod signature;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::post,
+    serve::ListenerExt,
+    Json, Router,
+};
+use bytes::Bytes;
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+use uuid::Uuid;
+
+use crate::{
+    broker::{envelope::Envelope, publisher::Publisher, topology::{Topology, SUBMISSION_KEY}},
+    config::{KeyRing, Settings},
+    ops,
+};
+use error::{ErrorBody, Rejection};
+use params::Params;
+use replay::ReplayCache;
+
+/// Response header set to `true` when the request repeated one already accepted (not enqueued again).
+pub const REPLAY_HEADER: &str = "x-moka-replay";
+/// Response header carrying the envelope's message id of an accepted request.
+pub const MESSAGE_ID_HEADER: &str = "x-moka-message-id";
+/// Request id: taken from the request when it has a sane one, otherwise generated.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A tonce above this is taken to be in milliseconds (as seconds it would be past the year 5000).
+const MILLIS_THRESHOLD: i64 = 100_000_000_000;
+
+/// What the handler needs, shared by all requests.
+pub struct Ingress {
+    keys: KeyRing,
+    replay: ReplayCache,
+    publisher: Arc<Publisher>,
+    window_secs: i64,
+    body_limit: usize,
+}
+
+/// A request that was answered "ok".
+enum Accepted {
+    Enqueued(Uuid),
+    Replayed,
+}
+
+impl Ingress {
+    pub fn new(settings: &Settings, publisher: Arc<Publisher>) -> Arc<Ingress> {
+        Arc::new(Ingress {
+            keys: settings.key_ring(),
+            replay: ReplayCache::default(),
+            publisher,
+            window_secs: settings.ingress.tonce_window_secs as i64,
+            body_limit: settings.ingress.body_limit_bytes,
+        })
+    }
+
+    /// The routes: the submission endpoint plus /healthz, /readyz, /metrics.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let publisher = self.publisher.clone();
+        let ready: ops::Readiness = Arc::new(move || {
+            if publisher.is_ready() {
+                Ok(())
+            } else {
+                Err("broker not connected".into())
+            }
+        });
+        Router::new()
+            .route(signature::PATH, post(submit))
+            .layer(DefaultBodyLimit::max(self.body_limit))
+            .with_state(self.clone())
+            .merge(ops::router(ready))
+    }
+
+    async fn accept(&self, query: Option<&str>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Accepted, Rejection> {
+        let body = body.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Rejection::TooLarge(self.body_limit),
+            _ => Rejection::Malformed(e.body_text()),
+        })?;
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let params = Params::parse(query, content_type, &body)?;
+        let payload = params.required("payload")?;
+        let access_key = params.required("access_key")?;
+        let tonce = params.required("tonce")?;
+        let signature = params.required("signature")?;
+
+        let macs = self.keys.macs(access_key).ok_or(Rejection::UnknownKey)?;
+        let sig = signature::decode_signature(signature)
+            .ok_or(Rejection::BadSignature("it must be 64 hexadecimal digits"))?;
+        if !signature::verify(macs, &params.pairs(), &sig) {
+            return Err(Rejection::BadSignature("it does not match the request"));
+        }
+        let now = Utc::now();
+        let tonce = parse_tonce(tonce, now.timestamp(), self.window_secs)?;
+        if self.replay.seen(&sig, now.timestamp()) {
+            return Ok(Accepted::Replayed);
+        }
+        let moka_id = payload_id(payload)?;
+        tracing::Span::current().record("moka_id", moka_id.as_str());
+
+        let envelope = Envelope::new(access_key, tonce, &moka_id, payload, now);
+        let topology: &Topology = self.publisher.topology();
+        let started = std::time::Instant::now();
+        self.publisher
+            .publish(&topology.exchange, SUBMISSION_KEY, &envelope.to_json(), envelope.properties())
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "publish failed");
+                Rejection::Unavailable(e.to_string())
+            })?;
+        metrics::histogram!("moka_ingress_publish_seconds").record(started.elapsed().as_secs_f64());
+        self.replay.remember(sig, tonce + self.window_secs, now.timestamp());
+        Ok(Accepted::Enqueued(envelope.message_id))
+    }
+}
+
+async fn submit(State(app): State<Arc<Ingress>>, uri: Uri, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let request_id = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    let span = tracing::info_span!("submission", %request_id, moka_id = tracing::field::Empty);
+    let outcome = app.accept(uri.query(), &headers, body).instrument(span.clone()).await;
+    let _enter = span.enter();
+    let mut response = match outcome {
+        Ok(accepted) => {
+            let mut response = Json(ErrorBody { error_code: 0, error_message: "ok".into() }).into_response();
+            let h = response.headers_mut();
+            match accepted {
+                Accepted::Enqueued(id) => {
+                    metrics::counter!("moka_ingress_requests_total", "outcome" => "accepted").increment(1);
+                    info!(message_id = %id, "submission enqueued");
+                    h.insert(MESSAGE_ID_HEADER, HeaderValue::from_str(&id.to_string()).expect("uuid is ascii"));
+                }
+                Accepted::Replayed => {
+                    metrics::counter!("moka_ingress_requests_total", "outcome" => "replayed").increment(1);
+                    info!("repeat of an accepted request: answered ok, not enqueued again");
+                    h.insert(REPLAY_HEADER, HeaderValue::from_static("true"));
+                }
+            }
+            response
+        }
+        Err(rejection) => {
+            metrics::counter!("moka_ingress_requests_total", "outcome" => rejection.kind()).increment(1);
+            info!(code = rejection.code(), reason = %rejection, "request rejected");
+            rejection.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// Whole seconds, or milliseconds when the value is clearly milliseconds; within ±`window` of `now`.
+fn parse_tonce(text: &str, now: i64, window: i64) -> Result<i64, Rejection> {
+    let raw: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| Rejection::BadTonce(format!("{text:?} is not an integer number of seconds")))?;
+    let secs = if raw.abs() >= MILLIS_THRESHOLD { raw / 1000 } else { raw };
+    let skew = secs - now;
+    if skew.abs() > window {
+        return Err(Rejection::BadTonce(format!(
+            "it is {skew:+} s from the server clock; the allowed window is ±{window} s"
+        )));
+    }
+    Ok(secs)
+}
+
+/// The candidate id: the payload must be a JSON object with a non-empty string `id`.
+fn payload_id(payload: &str) -> Result<String, Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        id: Option<serde_json::Value>,
+    }
+    if !payload.trim_start().starts_with('{') {
+        return Err(Rejection::BadPayload("payload must be a JSON object".into()));
+    }
+    let head: Head = serde_json::from_str(payload)
+        .map_err(|e| Rejection::BadPayload(format!("payload is not valid JSON: {e}")))?;
+    match head.id {
+        Some(serde_json::Value::String(id)) if !id.trim().is_empty() => Ok(id),
+        Some(serde_json::Value::String(_)) => Err(Rejection::BadPayload("payload.id is empty".into())),
+        Some(_) => Err(Rejection::BadPayload("payload.id must be a string".into())),
+        None => Err(Rejection::BadPayload("payload.id is missing".into())),
+    }
+}
+
+/// A running ingress, for `moka-ingest ingress`, `all` and the tests.
+pub struct Handle {
+    pub addr: std::net::SocketAddr,
+    pub publisher: Arc<Publisher>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the ingress on `listener` until `shutdown`. On shutdown it stops accepting, lets the
+/// requests in flight finish (their publishes confirmed or failed), then closes the broker connection.
+pub fn spawn(settings: &Settings, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<Handle> {
+    let addr = listener.local_addr()?;
+    let topology = Topology::new(&settings.queue_prefix, settings.broker.delivery_limit);
+    let publisher = Publisher::new(settings, topology, "moka-ingest ingress");
+    let broker_stop = CancellationToken::new();
+    let supervisor = tokio::spawn(publisher.clone().run(broker_stop.clone()));
+    let router = Ingress::new(settings, publisher.clone()).router();
+    let task = tokio::spawn(async move {
+        let listener = listener.tap_io(|tcp| {
+            // Small request/response pairs: don't wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        info!("ingress stopped accepting; requests in flight are done");
+        broker_stop.cancel();
+        let _ = supervisor.await;
+        served
+    });
+    Ok(Handle { addr, publisher, task })
+}
+
+/// Waits at most `timeout` for the broker, so a caller can tell "started" from "not yet ready".
+pub async fn wait_ready(handle: &Handle, timeout: Duration) -> bool {
+    handle.publisher.wait_ready(timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tonce_window_and_units() {
+        let now = 1_764_400_000;
+        assert_eq!(parse_tonce("1764400000", now, 300).unwrap(), now);
+        assert_eq!(parse_tonce("1764400299", now, 300).unwrap(), now + 299);
+        assert_eq!(parse_tonce("1764400300", now, 300).unwrap(), now + 300);
+        assert_eq!(parse_tonce("1764400000123", now, 300).unwrap(), now, "milliseconds");
+        for bad in ["1764400301", "1764399699", "abc", "", "1.5"] {
+            assert_eq!(parse_tonce(bad, now, 300).unwrap_err().code(), 2003, "{bad}");
+        }
+    }
+
+    #[test]
+    fn payload_must_be_an_object_with_a_string_id() {
+        assert_eq!(payload_id(r#" {"id":"abc","x":[1,2]}"#).unwrap(), "abc");
+        let cases = [
+            (r#"["id"]"#, "JSON object"),
+            (r#"{"id":1}"#, "must be a string"),
+            (r#"{"id":"  "}"#, "empty"),
+            (r#"{"name":"x"}"#, "missing"),
+            (r#"{"id":"x""#, "not valid JSON"),
+            ("", "JSON object"),
+        ];
+        for (payload, want) in cases {
+            let err = payload_id(payload).unwrap_err();
+            assert_eq!(err.code(), 1004);
+            assert!(err.to_string().contains(want), "{payload}: {err}");
+        }
+    }
+}

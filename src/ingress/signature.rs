@@ -1,0 +1,166 @@
+//! The request signature: HMAC-SHA256(secret, `POST|/api/v2/moka_candidates|` + canonical query),
+//! hex-encoded. The canonical query is every parameter but `signature`, sorted by name, written
+//! `name=value` and joined with `&`. Clients disagree on how to write the values, so a signature
+//! is accepted when it matches any of the three [`Encoding`]s.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The one signed method and path; a signature made for another path never verifies here.
+pub const METHOD: &str = "POST";
+pub const PATH: &str = "/api/v2/moka_candidates";
+
+/// How values are written into the canonical query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// The values as decoded: `payload={"id":"x"}`.
+    Raw,
+    /// As `Raw`, but every space written `+` (Peatio's server, where the scheme comes from).
+    Plus,
+    /// Names and values form-encoded like Ruby's `to_query` / Python's `urlencode`: space as `+`,
+    /// everything but ASCII letters, digits and `-._~` as `%XX` with uppercase hex.
+    Form,
+}
+
+impl Encoding {
+    pub const ALL: [Encoding; 3] = [Encoding::Raw, Encoding::Plus, Encoding::Form];
+
+    fn write(self, out: &mut String, s: &str) {
+        match self {
+            Encoding::Raw => out.push_str(s),
+            Encoding::Plus => s.chars().for_each(|c| out.push(if c == ' ' { '+' } else { c })),
+            Encoding::Form => form_encode(out, s),
+        }
+    }
+}
+
+fn form_encode(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
+        }
+    }
+}
+
+/// The exact text that is signed, for the given parameters (any order; `signature` is skipped).
+pub fn string_to_sign(params: &[(&str, &str)], encoding: Encoding) -> String {
+    let mut sorted: Vec<&(&str, &str)> = params.iter().filter(|(k, _)| *k != "signature").collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::with_capacity(
+        METHOD.len() + PATH.len() + 2 + params.iter().map(|(k, v)| k.len() + v.len() * 3 + 2).sum::<usize>(),
+    );
+    out.push_str(METHOD);
+    out.push('|');
+    out.push_str(PATH);
+    out.push('|');
+    for (i, (k, v)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encoding.write(&mut out, k);
+        out.push('=');
+        encoding.write(&mut out, v);
+    }
+    out
+}
+
+/// Lowercase hex signature of `params` with `secret`.
+pub fn sign(secret: &[u8], params: &[(&str, &str)], encoding: Encoding) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(string_to_sign(params, encoding).as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Decodes a hex signature (either case). `None` when it is not 64 hex digits.
+pub fn decode_signature(sig: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(sig, &mut out).ok()?;
+    Some(out)
+}
+
+/// True when `signature` matches `params` under any secret in `macs` and any encoding.
+/// Each comparison is constant-time (`verify_slice`); identical canonical texts are checked once.
+pub fn verify(macs: &[Hmac<Sha256>], params: &[(&str, &str)], signature: &[u8; 32]) -> bool {
+    let mut seen: Vec<String> = Vec::with_capacity(3);
+    for encoding in Encoding::ALL {
+        let text = string_to_sign(params, encoding);
+        if seen.contains(&text) {
+            continue;
+        }
+        let ok = macs
+            .iter()
+            .any(|mac| mac.clone().chain_update(text.as_bytes()).verify_slice(signature).is_ok());
+        if ok {
+            return true;
+        }
+        seen.push(text);
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAYLOAD: &str = r#"{"id":"x","name":"张 三","note":"a&b=c+d%e~f*g"}"#;
+
+    fn params() -> Vec<(&'static str, &'static str)> {
+        vec![("tonce", "1764400000"), ("payload", PAYLOAD), ("access_key", "AK")]
+    }
+
+    #[test]
+    fn canonical_texts_for_each_encoding() {
+        let p = vec![("tonce", "1"), ("payload", "a b&~*张"), ("access_key", "A K"), ("signature", "zz")];
+        let cases = [
+            (Encoding::Raw, "POST|/api/v2/moka_candidates|access_key=A K&payload=a b&~*张&tonce=1"),
+            (Encoding::Plus, "POST|/api/v2/moka_candidates|access_key=A+K&payload=a+b&~*张&tonce=1"),
+            (
+                Encoding::Form,
+                "POST|/api/v2/moka_candidates|access_key=A+K&payload=a+b%26~%2A%E5%BC%A0&tonce=1",
+            ),
+        ];
+        for (enc, want) in cases {
+            assert_eq!(string_to_sign(&p, enc), want, "{enc:?}");
+        }
+    }
+
+    #[test]
+    fn known_vector_matches_openssl() {
+        // printf 'POST|/api/v2/moka_candidates|access_key=AK&payload={"id":"x"}&tonce=1764400000' \
+        //   | openssl dgst -sha256 -hmac 0123456789abcdef
+        let p = [("access_key", "AK"), ("payload", r#"{"id":"x"}"#), ("tonce", "1764400000")];
+        assert_eq!(
+            sign(b"0123456789abcdef", &p, Encoding::Raw),
+            "8e55c0197ab32043891af9c83fa9a839a0919665a2f88cf0f58d45f1d3ea8cde"
+        );
+    }
+
+    #[test]
+    fn every_encoding_verifies_and_tampering_does_not() {
+        let secret = b"0123456789abcdef";
+        let mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        for enc in Encoding::ALL {
+            let sig = decode_signature(&sign(secret, &params(), enc)).unwrap();
+            assert!(verify(std::slice::from_ref(&mac), &params(), &sig), "{enc:?}");
+            let mut tampered = params();
+            tampered[1].1 = r#"{"id":"y"}"#;
+            assert!(!verify(std::slice::from_ref(&mac), &tampered, &sig), "{enc:?}");
+        }
+    }
+
+    #[test]
+    fn signature_hex_is_case_insensitive_and_length_checked() {
+        let sig = sign(b"0123456789abcdef", &params(), Encoding::Raw);
+        assert_eq!(decode_signature(&sig), decode_signature(&sig.to_uppercase()));
+        assert!(decode_signature(&sig[..63]).is_none());
+        assert!(decode_signature("").is_none());
+        assert!(decode_signature(&"g".repeat(64)).is_none());
+    }
+}

@@ -1,0 +1,20 @@
+//! moka-ingest: takes candidates pushed by the Moka ATS into a recruiting CRM.
+//!
+//! The data's way, one module each:
+//!
+//! - [`ingress`]: `POST /api/v2/moka_candidates`: verify the signed request, publish the raw
+//!   submission to RabbitMQ, answer once the broker confirmed it.
+//! - [`broker`]: topology, the message [`broker::envelope`], a supervised confirm-mode publisher.
+//! - [`config`]: `config/default.toml`, then a file, then environment variables; validated.
+//! - [`app`]: the roles the binary runs (`ingress`, `worker`, `all`).
+//! - [`ops`], [`telemetry`], [`shutdown`]: health and metrics endpoints, logs, signals.
+//! - [`sign`]: the signing helper for integrators.
+
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod ingress;
+pub mod ops;
+pub mod shutdown;
+pub mod sign;
+pub mod telemetry;

@@ -1,0 +1,112 @@
+//! The `moka-ingest` binary: parses the command line, loads configuration, starts telemetry and
+//! hands over to the library.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use moka_ingest::{app, config::Settings, ingress::signature::Encoding, shutdown, sign::SignedRequest, telemetry};
+
+#[derive(Parser)]
+#[command(name = "moka-ingest", version, about = "Moka candidates → RabbitMQ → PostgreSQL")]
+struct Cli {
+    /// Configuration file layered over the built-in defaults (config/default.toml).
+    #[arg(long, global = true, env = "MOKA_INGEST_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP ingress (POST /api/v2/moka_candidates → RabbitMQ).
+    Ingress,
+    /// Run every role in one process.
+    All,
+    /// Print a signed request body (or a curl command), or send it.
+    Sign(SignArgs),
+}
+
+#[derive(clap::Args)]
+struct SignArgs {
+    #[arg(long)]
+    access_key: String,
+    /// The access key's secret.
+    #[arg(long, env = "MOKA_INGEST_SIGN_SECRET", hide_env_values = true)]
+    secret: String,
+    /// File holding the candidate JSON (the `payload` parameter, sent as is).
+    #[arg(long)]
+    payload_file: PathBuf,
+    /// Where the ingress listens.
+    #[arg(long, default_value = "http://127.0.0.1:8080/api/v2/moka_candidates")]
+    url: String,
+    /// Tonce in unix seconds (default: now).
+    #[arg(long)]
+    tonce: Option<i64>,
+    /// How values are written into the signed canonical query.
+    #[arg(long, value_enum, default_value_t = SignEncoding::Form)]
+    encoding: SignEncoding,
+    /// Print a curl command instead of the body.
+    #[arg(long)]
+    curl: bool,
+    /// Post the request and print the answer.
+    #[arg(long)]
+    send: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SignEncoding {
+    Raw,
+    Plus,
+    Form,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if let Command::Sign(args) = cli.command {
+        return sign(args).await;
+    }
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("moka-ingest: {e}");
+            std::process::exit(2);
+        }
+    };
+    telemetry::init_logging(&settings.log_format);
+    telemetry::metrics();
+    let shutdown = shutdown::on_signal();
+    match cli.command {
+        Command::Ingress | Command::All => app::run_ingress(&settings, shutdown).await.context("ingress failed"),
+        Command::Sign(_) => unreachable!("handled above"),
+    }
+}
+
+async fn sign(args: SignArgs) -> Result<()> {
+    let payload = std::fs::read_to_string(&args.payload_file)
+        .with_context(|| format!("cannot read {}", args.payload_file.display()))?;
+    let tonce = args.tonce.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let encoding = match args.encoding {
+        SignEncoding::Raw => Encoding::Raw,
+        SignEncoding::Plus => Encoding::Plus,
+        SignEncoding::Form => Encoding::Form,
+    };
+    let request = SignedRequest::new(&args.access_key, &args.secret, &payload, tonce, encoding);
+    if args.send {
+        let (status, body) = request.send(&args.url).await.context("request failed")?;
+        println!("{status} {body}");
+        if !(200..300).contains(&status) {
+            std::process::exit(1);
+        }
+    } else if args.curl {
+        println!("{}", request.curl(&args.url));
+    } else {
+        println!("{}", request.form_body());
+    }
+    Ok(())
+}
