@@ -1,0 +1,85 @@
+//! The `moka-ingest` binary as an operator runs it: settings from the environment, refusal to
+//! start with bad keys, the `sign` helper, SIGTERM.
+
+use std::{process::Stdio, time::Duration};
+
+use moka_ingest::config::DEV_SECRET;
+use tokio::{io::AsyncReadExt, process::Command};
+
+use crate::helpers::{TestBroker, ACCESS_KEY, AMQP_URL, PAYLOAD, SECRET};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_moka-ingest");
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `url` answers 200.
+pub async fn wait_200(url: &str, within: Duration) -> bool {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if client.get(url).send().await.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_service_refuses_to_start_without_keys_or_with_a_short_secret() {
+    for (keys, want) in [("", "no access key"), ("ak:too-short", "at least 16")] {
+        let out = Command::new(BIN).arg("ingress").env("MOKA_INGEST_KEYS", keys).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{keys:?}: {stderr}");
+        assert!(stderr.contains(want), "{keys:?}: {stderr}");
+        assert!(!stderr.contains("too-short"), "the secret is not echoed: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_sigterm() {
+    let broker = TestBroker::new().await;
+    let port = free_port();
+    let keys = format!("{ACCESS_KEY}:{SECRET},moka-dev:{DEV_SECRET}");
+    let mut child = Command::new(BIN)
+        .arg("ingress")
+        .env("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MOKA_INGEST_QUEUE_PREFIX", &broker.prefix)
+        .env("MOKA_INGEST_KEYS", &keys)
+        .env("AMQP_URL", AMQP_URL)
+        .env("MOKA_INGEST_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await, "ingress becomes ready");
+
+    let payload_file = std::env::temp_dir().join(format!("{}.json", broker.prefix));
+    std::fs::write(&payload_file, PAYLOAD).unwrap();
+    let out = Command::new(BIN)
+        .args(["sign", "--access-key", ACCESS_KEY, "--secret", SECRET, "--send", "--url"])
+        .arg(format!("http://127.0.0.1:{port}/api/v2/moka_candidates"))
+        .arg("--payload-file")
+        .arg(&payload_file)
+        .output()
+        .await
+        .unwrap();
+    std::fs::remove_file(&payload_file).unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(printed.trim(), r#"200 {"error_code":0,"error_message":"ok"}"#);
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 1).await, 1);
+
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(status.success(), "{status}");
+    let mut logs = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut logs).await.unwrap();
+    assert!(logs.contains("DEVELOPMENT secret"), "the development key is warned about: {logs}");
+    assert!(logs.contains("\"request_id\""), "structured logs carry the request id: {logs}");
+    assert!(!logs.contains(SECRET), "secrets are never logged");
+}

@@ -1,0 +1,189 @@
+//! Shared test fixtures: an isolated broker namespace, an in-process ingress, signed requests,
+//! and a TCP proxy that can cut the broker off.
+
+pub mod proxy;
+
+use std::{net::SocketAddr, time::Duration};
+
+use lapin::{options::BasicGetOptions, Channel, Connection};
+use moka_ingest::{
+    broker::{self, envelope::Envelope, topology::Topology},
+    config::Settings,
+    ingress::{self, signature::Encoding},
+    sign::SignedRequest,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const ACCESS_KEY: &str = "test-key";
+pub const SECRET: &str = "test-secret-0123456789";
+pub const PAYLOAD: &str = r#"{"id":"cand-1","name":"张 三","phone":"132 0303 0303","email":"a@b.com","jobTitle":"前端工程师","operator":{"name":"李四"}}"#;
+
+/// A queue prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A broker namespace for one test; deletes its queues and exchanges when dropped.
+pub struct TestBroker {
+    pub prefix: String,
+    pub topology: Topology,
+    /// Kept open for the channel's sake.
+    pub _conn: Connection,
+    pub ch: Channel,
+}
+
+impl TestBroker {
+    pub async fn new() -> TestBroker {
+        let prefix = unique_prefix();
+        let conn = broker::connect(AMQP_URL, "moka-ingest tests").await.expect("RabbitMQ on 127.0.0.1:5672");
+        let ch = conn.create_channel().await.unwrap();
+        TestBroker { topology: Topology::new(&prefix, 5), prefix, _conn: conn, ch }
+    }
+
+    /// Messages ready in a queue.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let q = self
+            .ch
+            .queue_declare(queue, lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+            .await
+            .expect("queue exists");
+        q.message_count()
+    }
+
+    /// Waits until `queue` holds `n` messages (quorum queue counts lag a little behind confirms).
+    pub async fn wait_depth(&self, queue: &str, n: u32) -> u32 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let d = self.depth(queue).await;
+            if d == n || tokio::time::Instant::now() > deadline {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Takes every message from `queue` (acknowledged), in order.
+    pub async fn drain(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+        let mut out = Vec::new();
+        while let Some(m) = self.ch.basic_get(queue, BasicGetOptions { no_ack: true }).await.unwrap() {
+            out.push(m);
+        }
+        out
+    }
+
+    pub async fn envelopes(&self, queue: &str) -> Vec<Envelope> {
+        self.drain(queue).await.iter().map(|m| Envelope::from_json(&m.delivery.data).expect("an envelope")).collect()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        // Cleanup needs async I/O; run it on a runtime of its own so it also happens on panic.
+        let topology = self.topology.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(conn) = broker::connect(AMQP_URL, "moka-ingest tests cleanup").await {
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = topology.delete(&ch).await;
+                    }
+                    let _ = conn.close(200, "bye").await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// Settings for a test: its own prefix, its own key, and `extra` overrides.
+pub fn settings(prefix: &str, extra: &[(&str, &str)]) -> Settings {
+    let keys = format!("{ACCESS_KEY}:{SECRET}");
+    let mut overrides: Vec<(&str, &str)> = vec![
+        ("queue_prefix", prefix),
+        ("keys", keys.as_str()),
+        ("amqp_url", AMQP_URL),
+        ("broker.reconnect_min_ms", "50"),
+        ("broker.reconnect_max_ms", "300"),
+    ];
+    overrides.extend_from_slice(extra);
+    Settings::with_overrides(&overrides).expect("test settings are valid")
+}
+
+/// An ingress running in this process on 127.0.0.1:<random port>.
+pub struct TestIngress {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub shutdown: CancellationToken,
+    pub handle: ingress::Handle,
+    pub client: reqwest::Client,
+}
+
+impl TestIngress {
+    pub async fn spawn(settings: &Settings) -> TestIngress {
+        moka_ingest::telemetry::metrics();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = ingress::spawn(settings, listener, shutdown.clone()).unwrap();
+        assert!(ingress::wait_ready(&handle, Duration::from_secs(10)).await, "ingress connects to the broker");
+        let addr = handle.addr;
+        TestIngress {
+            addr,
+            url: format!("http://{addr}/api/v2/moka_candidates"),
+            shutdown,
+            handle,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    /// Posts a form body; returns status, the error code and the response headers.
+    pub async fn post_form(&self, body: String) -> Answer {
+        let r = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("ingress answers");
+        Answer::read(r).await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.task.await.unwrap().unwrap();
+    }
+}
+
+/// What the ingress answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub code: u32,
+    pub message: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    pub async fn read(r: reqwest::Response) -> Answer {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body: serde_json::Value = r.json().await.expect("a JSON answer");
+        Answer {
+            status,
+            code: body["error_code"].as_u64().expect("error_code") as u32,
+            message: body["error_message"].as_str().expect("error_message").to_owned(),
+            headers,
+        }
+    }
+}
+
+/// A request signed with the test key, tonce now.
+pub fn signed(payload: &str) -> SignedRequest {
+    SignedRequest::new(ACCESS_KEY, SECRET, payload, now(), Encoding::Form)
+}

@@ -1,0 +1,293 @@
+//! The signed ingress against the real RabbitMQ.
+
+use std::time::{Duration, Instant};
+
+use moka_ingest::{
+    broker::topology::SUBMISSION_KEY,
+    ingress::{signature::{self, Encoding}, MESSAGE_ID_HEADER, REPLAY_HEADER},
+    sign::SignedRequest,
+};
+
+use crate::helpers::{self, now, proxy::Proxy, signed, Answer, TestBroker, TestIngress, ACCESS_KEY, PAYLOAD, SECRET};
+
+/// A payload with every character that encodings disagree on.
+const TRICKY: &str = r#"{"id":"tricky-1","name":"张 三 & 李=四","note":"a+b %20 ~x* 100% {\"q\":1}"}"#;
+
+#[tokio::test]
+async fn a_signed_request_lands_in_the_queue_with_the_envelope_and_the_exact_payload() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    let request = signed(PAYLOAD);
+
+    let answer = ingress.post_form(request.form_body()).await;
+
+    assert_eq!((answer.status, answer.code, answer.message.as_str()), (200, 0, "ok"));
+    let envs = broker.envelopes(&broker.topology.queue).await;
+    assert_eq!(envs.len(), 1);
+    let env = &envs[0];
+    assert_eq!(env.payload, PAYLOAD, "the raw payload travels unchanged");
+    assert_eq!((env.v, env.moka_id.as_str(), env.access_key.as_str(), env.tonce), (1, "cand-1", ACCESS_KEY, request.tonce));
+    assert_eq!(env.message_id.get_version_num(), 7);
+    assert_eq!(answer.headers[MESSAGE_ID_HEADER].to_str().unwrap(), env.message_id.to_string());
+    assert!((chrono::Utc::now() - env.received_at).num_seconds().abs() < 30);
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn each_of_the_three_signature_encodings_is_accepted() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    for encoding in Encoding::ALL {
+        let request = SignedRequest::new(ACCESS_KEY, SECRET, TRICKY, now(), encoding);
+        let answer = ingress.post_form(request.form_body()).await;
+        assert_eq!((answer.status, answer.code), (200, 0), "{encoding:?}: {}", answer.message);
+    }
+    let envs = broker.envelopes(&broker.topology.queue).await;
+    assert_eq!(envs.len(), 3);
+    assert!(envs.iter().all(|e| e.payload == TRICKY));
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn parameters_in_the_query_string_or_a_json_body_are_accepted() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    let r = signed(TRICKY);
+    let query = ingress.client.post(format!("{}?{}", ingress.url, r.form_body())).send().await.unwrap();
+    assert_eq!(Answer::read(query).await.code, 0);
+    let r = SignedRequest::new(ACCESS_KEY, SECRET, PAYLOAD, now(), Encoding::Raw);
+    let json = serde_json::json!({"payload": r.payload, "access_key": r.access_key, "tonce": r.tonce.to_string(), "signature": r.signature});
+    let answer = Answer::read(ingress.client.post(&ingress.url).json(&json).send().await.unwrap()).await;
+    assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
+    assert_eq!(broker.envelopes(&broker.topology.queue).await.len(), 2);
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn tampered_or_misaddressed_requests_are_rejected_without_touching_the_broker() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    let good = signed(TRICKY);
+    let form = |payload: &str, key: &str, sig: &str| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("access_key", key)
+            .append_pair("payload", payload)
+            .append_pair("tonce", &good.tonce.to_string())
+            .append_pair("signature", sig)
+            .finish()
+    };
+    let tonce = good.tonce.to_string();
+    let params = [("access_key", ACCESS_KEY), ("payload", TRICKY), ("tonce", tonce.as_str())];
+    // Signed for another path: HMAC over "POST|/api/v2/other|...".
+    let other_path = {
+        use hmac::{Hmac, Mac};
+        let text = signature::string_to_sign(&params, Encoding::Raw).replace(signature::PATH, "/api/v2/other");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(text.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let wrong_secret = signature::sign(b"another-secret-0123456789", &params, Encoding::Form);
+    let cases = [
+        ("tampered payload", form(&TRICKY.replace("tricky-1", "tricky-2"), ACCESS_KEY, &good.signature), 401, 2002),
+        ("wrong path", form(TRICKY, ACCESS_KEY, &other_path), 401, 2002),
+        ("wrong secret", form(TRICKY, ACCESS_KEY, &wrong_secret), 401, 2002),
+        ("unknown access key", form(TRICKY, "someone-else", &good.signature), 401, 2001),
+        ("truncated signature", form(TRICKY, ACCESS_KEY, &good.signature[..40]), 401, 2002),
+        ("empty signature", form(TRICKY, ACCESS_KEY, ""), 401, 2002),
+        ("non-hex signature", form(TRICKY, ACCESS_KEY, &"z".repeat(64)), 401, 2002),
+    ];
+    for (what, body, status, code) in cases {
+        let answer = ingress.post_form(body).await;
+        assert_eq!((answer.status, answer.code), (status, code), "{what}: {}", answer.message);
+        assert!(!answer.message.contains(SECRET), "{what}: the secret is never echoed");
+    }
+    // Uppercase hex of the right signature is fine.
+    let answer = ingress.post_form(form(TRICKY, ACCESS_KEY, &good.signature.to_uppercase())).await;
+    assert_eq!(answer.code, 0, "{}", answer.message);
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 1).await, 1, "only the valid request was enqueued");
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn missing_duplicated_or_malformed_parameters_are_refused_with_their_code() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    let r = signed(PAYLOAD);
+    let body = r.form_body();
+    let without_tonce = body.split('&').filter(|p| !p.starts_with("tonce=")).collect::<Vec<_>>().join("&");
+    let answer = ingress.post_form(without_tonce).await;
+    assert_eq!((answer.status, answer.code), (400, 1001));
+    assert!(answer.message.contains("tonce"), "{}", answer.message);
+
+    let answer = ingress.post_form(format!("{body}&tonce={}", r.tonce)).await;
+    assert_eq!((answer.status, answer.code), (400, 1002), "{}", answer.message);
+    let dup = ingress.client.post(format!("{}?signature={}", ingress.url, r.signature)).header("content-type", "application/x-www-form-urlencoded").body(body.clone()).send().await.unwrap();
+    assert_eq!(Answer::read(dup).await.code, 1002, "a parameter in both query and body is a duplicate");
+
+    for (payload, want) in [("[1,2]", "JSON object"), (r#"{"name":"x"}"#, "id is missing"), (r#"{"id":7}"#, "must be a string")] {
+        let answer = ingress.post_form(signed(payload).form_body()).await;
+        assert_eq!((answer.status, answer.code), (400, 1004), "{payload}");
+        assert!(answer.message.contains(want), "{payload}: {}", answer.message);
+    }
+    assert_eq!(broker.depth(&broker.topology.queue).await, 0);
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn tonce_inside_the_window_is_accepted_and_outside_is_rejected() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[("ingress.tonce_window_secs", "120")])).await;
+    for (offset, ok) in [(-119, true), (119, true), (-121, false), (121, false)] {
+        let r = SignedRequest::new(ACCESS_KEY, SECRET, PAYLOAD, now() + offset, Encoding::Form);
+        let answer = ingress.post_form(r.form_body()).await;
+        if ok {
+            assert_eq!((answer.status, answer.code), (200, 0), "offset {offset}: {}", answer.message);
+        } else {
+            assert_eq!((answer.status, answer.code), (401, 2003), "offset {offset}");
+        }
+    }
+    // Milliseconds are understood, and different requests may share a tonce.
+    let ms = now() * 1000;
+    for id in ["same-tonce-a", "same-tonce-b"] {
+        let r = SignedRequest::new(ACCESS_KEY, SECRET, &format!(r#"{{"id":"{id}"}}"#), ms, Encoding::Form);
+        assert_eq!(ingress.post_form(r.form_body()).await.code, 0);
+    }
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 4).await, 4);
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn an_exact_repeat_of_an_accepted_request_is_answered_ok_but_enqueued_once() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    let body = signed(PAYLOAD).form_body();
+    let first = ingress.post_form(body.clone()).await;
+    let second = ingress.post_form(body).await;
+    assert_eq!((first.code, second.code), (0, 0));
+    assert!(first.headers.get(REPLAY_HEADER).is_none());
+    assert_eq!(second.headers[REPLAY_HEADER], "true");
+    assert_eq!(broker.envelopes(&broker.topology.queue).await.len(), 1);
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[("ingress.body_limit_bytes", "2048")])).await;
+    let big = format!(r#"{{"id":"big","note":"{}"}}"#, "x".repeat(4096));
+    let answer = ingress.post_form(signed(&big).form_body()).await;
+    assert_eq!((answer.status, answer.code), (413, 1005), "{}", answer.message);
+    assert_eq!(ingress.post_form(signed(PAYLOAD).form_body()).await.code, 0, "small ones still pass");
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn both_secrets_verify_during_a_rotation() {
+    let broker = TestBroker::new().await;
+    let keys = format!("{ACCESS_KEY}:{SECRET},{ACCESS_KEY}:new-secret-0123456789abc");
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[("keys", &keys)])).await;
+    for secret in [SECRET, "new-secret-0123456789abc"] {
+        let r = SignedRequest::new(ACCESS_KEY, secret, PAYLOAD, now(), Encoding::Form);
+        assert_eq!(ingress.post_form(r.form_body()).await.code, 0, "{secret}");
+    }
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 2).await, 2);
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn an_unroutable_publish_is_answered_503_and_a_retry_succeeds_once_routable() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    let t = &broker.topology;
+    broker.ch.queue_unbind(&t.queue, &t.exchange, SUBMISSION_KEY, Default::default()).await.unwrap();
+    let body = signed(PAYLOAD).form_body();
+    let answer = ingress.post_form(body.clone()).await;
+    assert_eq!((answer.status, answer.code), (503, 5001), "{}", answer.message);
+    assert!(answer.message.contains("unroutable"), "{}", answer.message);
+
+    broker.ch.queue_bind(&t.queue, &t.exchange, SUBMISSION_KEY, Default::default(), Default::default()).await.unwrap();
+    let answer = ingress.post_form(body).await;
+    assert_eq!((answer.status, answer.code), (200, 0), "a repeat of a failed request is processed normally");
+    assert!(answer.headers.get(REPLAY_HEADER).is_none());
+    assert_eq!(broker.envelopes(&t.queue).await.len(), 1);
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn broker_loss_answers_503_at_once_and_the_ingress_recovers_without_restart() {
+    let broker = TestBroker::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let url = proxy.url();
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[("amqp_url", &url)])).await;
+    let ready = format!("http://{}/readyz", ingress.addr);
+    assert_eq!(ingress.client.get(&ready).send().await.unwrap().status(), 200);
+
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ingress.client.get(&ready).send().await.unwrap().status() == 200 {
+        assert!(Instant::now() < deadline, "readyz turns red after the broker is lost");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let answer = ingress.post_form(signed(PAYLOAD).form_body()).await;
+    assert_eq!((answer.status, answer.code), (503, 5001));
+    assert!(started.elapsed() < Duration::from_secs(1), "no hanging: {:?}", started.elapsed());
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ingress.client.get(&ready).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "the ingress reconnects by itself");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = ingress.post_form(signed(PAYLOAD).form_body()).await;
+    assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
+    assert_eq!(broker.envelopes(&broker.topology.queue).await.len(), 1);
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    ingress.post_form(signed(PAYLOAD).form_body()).await;
+    let get = |path: &str| ingress.client.get(format!("http://{}{path}", ingress.addr)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("moka_ingress_requests_total{outcome=\"accepted\"}"), "{metrics}");
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish_and_every_ok_is_in_the_queue() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    let first_answer = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap();
+        let (url, body) = (ingress.url.clone(), signed(&format!(r#"{{"id":"c{i}"}}"#)).form_body());
+        let first_answer = first_answer.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(url).header("content-type", "application/x-www-form-urlencoded").body(body).send().await;
+            first_answer.notify_one();
+            r
+        }));
+    }
+    // Shut down while most requests are still in flight.
+    first_answer.notified().await;
+    ingress.shutdown.cancel();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(r.status(), 200, "a request that was taken is finished, not failed");
+                ok += 1;
+            }
+            Err(e) => assert!(e.is_connect() || e.is_request(), "only refused connections may fail: {e}"),
+        }
+    }
+    ingress.handle.task.await.unwrap().unwrap();
+    assert!(ok > 0);
+    assert_eq!(broker.wait_depth(&broker.topology.queue, ok).await, ok, "every ok is in the queue");
+}

@@ -1,0 +1,7 @@
+//! Integration tests against the machine's real RabbitMQ (and, for the worker, PostgreSQL).
+//! Each test uses its own queue prefix (and database schema), so they run in parallel, and
+//! deletes what it declared.
+
+mod cli;
+mod helpers;
+mod ingress;
