@@ -18,7 +18,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
     serve::ListenerExt,
-    Json, Router,
+    Router,
 };
 use bytes::Bytes;
 use chrono::Utc;
@@ -28,11 +28,11 @@ use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
 use crate::{
-    broker::{envelope::Envelope, publisher::Publisher, topology::{Topology, SUBMISSION_KEY}},
+    broker::{envelope::Meta, publisher::Publisher, topology::{Topology, SUBMISSION_KEY}},
     config::{KeyRing, Settings},
     ops,
 };
-use error::{ErrorBody, Rejection};
+use error::Rejection;
 use params::Params;
 use replay::ReplayCache;
 
@@ -53,7 +53,14 @@ pub struct Ingress {
     publisher: Arc<Publisher>,
     window_secs: i64,
     body_limit: usize,
+    /// Metric handles resolved once: the hot path should not hash label sets per request.
+    accepted: metrics::Counter,
+    replayed: metrics::Counter,
+    publish_seconds: metrics::Histogram,
 }
+
+/// The success answer, written once.
+const OK_BODY: &str = r#"{"error_code":0,"error_message":"ok"}"#;
 
 /// A request that was answered "ok".
 enum Accepted {
@@ -69,6 +76,9 @@ impl Ingress {
             publisher,
             window_secs: settings.ingress.tonce_window_secs as i64,
             body_limit: settings.ingress.body_limit_bytes,
+            accepted: metrics::counter!("moka_ingress_requests_total", "outcome" => "accepted"),
+            replayed: metrics::counter!("moka_ingress_requests_total", "outcome" => "replayed"),
+            publish_seconds: metrics::histogram!("moka_ingress_publish_seconds"),
         })
     }
 
@@ -115,19 +125,19 @@ impl Ingress {
         let moka_id = payload_id(payload)?;
         tracing::Span::current().record("moka_id", moka_id.as_str());
 
-        let envelope = Envelope::new(access_key, tonce, &moka_id, payload, now);
+        let meta = Meta::new(access_key, tonce, &moka_id, now);
         let topology: &Topology = self.publisher.topology();
         let started = std::time::Instant::now();
         self.publisher
-            .publish(&topology.exchange, SUBMISSION_KEY, &envelope.to_json(), envelope.properties())
+            .publish(&topology.exchange, SUBMISSION_KEY, payload.as_bytes(), meta.properties())
             .await
             .map_err(|e| {
                 warn!(error = %e, "publish failed");
                 Rejection::Unavailable(e.to_string())
             })?;
-        metrics::histogram!("moka_ingress_publish_seconds").record(started.elapsed().as_secs_f64());
+        self.publish_seconds.record(started.elapsed().as_secs_f64());
         self.replay.remember(sig, tonce + self.window_secs, now.timestamp());
-        Ok(Accepted::Enqueued(envelope.message_id))
+        Ok(Accepted::Enqueued(meta.message_id))
     }
 }
 
@@ -143,16 +153,16 @@ async fn submit(State(app): State<Arc<Ingress>>, uri: Uri, headers: HeaderMap, b
     let _enter = span.enter();
     let mut response = match outcome {
         Ok(accepted) => {
-            let mut response = Json(ErrorBody { error_code: 0, error_message: "ok".into() }).into_response();
+            let mut response = ([(header::CONTENT_TYPE, "application/json")], OK_BODY).into_response();
             let h = response.headers_mut();
             match accepted {
                 Accepted::Enqueued(id) => {
-                    metrics::counter!("moka_ingress_requests_total", "outcome" => "accepted").increment(1);
+                    app.accepted.increment(1);
                     info!(message_id = %id, "submission enqueued");
                     h.insert(MESSAGE_ID_HEADER, HeaderValue::from_str(&id.to_string()).expect("uuid is ascii"));
                 }
                 Accepted::Replayed => {
-                    metrics::counter!("moka_ingress_requests_total", "outcome" => "replayed").increment(1);
+                    app.replayed.increment(1);
                     info!("repeat of an accepted request: answered ok, not enqueued again");
                     h.insert(REPLAY_HEADER, HeaderValue::from_static("true"));
                 }

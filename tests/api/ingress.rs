@@ -26,10 +26,11 @@ async fn a_signed_request_lands_in_the_queue_with_the_envelope_and_the_exact_pay
     assert_eq!(envs.len(), 1);
     let env = &envs[0];
     assert_eq!(env.payload, PAYLOAD, "the raw payload travels unchanged");
-    assert_eq!((env.v, env.moka_id.as_str(), env.access_key.as_str(), env.tonce), (1, "cand-1", ACCESS_KEY, request.tonce));
-    assert_eq!(env.message_id.get_version_num(), 7);
-    assert_eq!(answer.headers[MESSAGE_ID_HEADER].to_str().unwrap(), env.message_id.to_string());
-    assert!((chrono::Utc::now() - env.received_at).num_seconds().abs() < 30);
+    let meta = &env.meta;
+    assert_eq!((meta.moka_id.as_str(), meta.access_key.as_str(), meta.tonce), ("cand-1", ACCESS_KEY, request.tonce));
+    assert_eq!(meta.message_id.get_version_num(), 7);
+    assert_eq!(answer.headers[MESSAGE_ID_HEADER].to_str().unwrap(), meta.message_id.to_string());
+    assert!((chrono::Utc::now() - meta.received_at).num_seconds().abs() < 30);
     ingress.stop().await;
 }
 

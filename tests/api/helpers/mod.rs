@@ -78,7 +78,7 @@ impl TestBroker {
     }
 
     pub async fn envelopes(&self, queue: &str) -> Vec<Envelope> {
-        self.drain(queue).await.iter().map(|m| Envelope::from_json(&m.delivery.data).expect("an envelope")).collect()
+        self.drain(queue).await.iter().map(|m| Envelope::from_delivery(&m.delivery.properties, &m.delivery.data).expect("an envelope")).collect()
     }
 }
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Ingress benchmark: the yardstick's `ref-ingress` and `moka-ingest ingress`, side by side in one
+# run, under the same `limits load` generator (n=20000, c=64), rounds interleaved.
+# Needs RabbitMQ on 127.0.0.1:5672. Prints one line per run and the medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIMITS_MANIFEST=${LIMITS_MANIFEST:-../shared/tools/limits/Cargo.toml}
+LIMITS_TARGET=${LIMITS_TARGET:-/tmp/limits-target}
+N=${N:-20000}
+C=${C:-64}
+ROUNDS=${ROUNDS:-3}
+SECRET=bench-secret-0123456789abcdef
+AK=bench-access-key
+PREFIX=bench$$
+
+CARGO_TARGET_DIR=$LIMITS_TARGET cargo build --release --quiet --manifest-path "$LIMITS_MANIFEST"
+cargo build --release --quiet
+L=$LIMITS_TARGET/release/limits
+M=target/release/moka-ingest
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for q in "$PREFIX.submissions" "$PREFIX.dead"; do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+    rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$L" ref-ingress --listen 127.0.0.1:18080 --secret "$SECRET" --access-key "$AK" 2>/dev/null &
+PIDS+=($!)
+RUST_LOG=${RUST_LOG:-info} MOKA_INGEST_LISTEN=127.0.0.1:18090 MOKA_INGEST_QUEUE_PREFIX=$PREFIX \
+    MOKA_INGEST_KEYS="$AK:$SECRET" "$M" ingress >/dev/null 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/readyz >/dev/null && break; sleep 0.1; done
+
+OUT=$(mktemp)
+for round in $(seq "$ROUNDS"); do
+    rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
+    printf 'ref-ingress\t%s\n' "$("$L" load --url http://127.0.0.1:18080/api/v2/moka_candidates --secret "$SECRET" --access-key "$AK" --n "$N" --concurrency "$C" | tail -n 1)" | tee -a "$OUT"
+    rabbitmqctl -q purge_queue "$PREFIX.submissions" >/dev/null
+    printf 'moka-ingest\t%s\n' "$("$L" load --url http://127.0.0.1:18090/api/v2/moka_candidates --secret "$SECRET" --access-key "$AK" --n "$N" --concurrency "$C" | tail -n 1)" | tee -a "$OUT"
+done
+echo
+python3 - "$OUT" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, rest = line.rstrip("\n").split("\t", 1)
+    kv = dict(re.findall(r"(\w+)=([\d.]+)", rest))
+    rows.setdefault(name, []).append(kv)
+med = {}
+for name, runs in rows.items():
+    rps = statistics.median(float(r["req_per_s"]) for r in runs)
+    p99 = statistics.median(float(r["p99_ms"]) for r in runs)
+    med[name] = (rps, p99)
+    print(f"{name:12} median req/s {rps:8.0f}   median p99 {p99:6.2f} ms   ({len(runs)} runs)")
+(r_rps, r_p99), (m_rps, m_p99) = med["ref-ingress"], med["moka-ingest"]
+print(f"ratio: throughput {m_rps / r_rps:.2f}x (target >= 0.80), p99 {m_p99 / r_p99:.2f}x (target <= 1.50)")
+PY
+rm -f "$OUT"
