@@ -158,7 +158,9 @@ async fn submit(State(app): State<Arc<Ingress>>, uri: Uri, headers: HeaderMap, b
             match accepted {
                 Accepted::Enqueued(id) => {
                     app.accepted.increment(1);
-                    info!(message_id = %id, "submission enqueued");
+                    // Debug, not info: at thousands per second the metrics count these; rejections
+                    // and failures, which someone must look at, are logged at info and above.
+                    tracing::debug!(message_id = %id, "submission enqueued");
                     h.insert(MESSAGE_ID_HEADER, HeaderValue::from_str(&id.to_string()).expect("uuid is ascii"));
                 }
                 Accepted::Replayed => {
