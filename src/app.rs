@@ -17,7 +17,7 @@ pub fn warn_about_dev_keys(settings: &Settings) {
 pub async fn run_ingress(settings: &Settings, shutdown: CancellationToken) -> std::io::Result<()> {
     warn_about_dev_keys(settings);
     let listener = TcpListener::bind(settings.ingress.listen).await?;
-    let handle = ingress::spawn(settings, listener, shutdown)?;
-    info!(listen = %handle.addr, prefix = %settings.queue_prefix, "ingress listening");
-    handle.task.await.map_err(std::io::Error::other)?
+    let ingress = ingress::prepare(settings, listener, shutdown)?;
+    info!(listen = %ingress.addr, prefix = %settings.queue_prefix, "ingress listening");
+    ingress.serve.await
 }

@@ -225,16 +225,28 @@ pub struct Handle {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts the ingress on `listener` until `shutdown`. On shutdown it stops accepting, lets the
-/// requests in flight finish (their publishes confirmed or failed), then closes the broker connection.
-pub fn spawn(settings: &Settings, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<Handle> {
+/// The ingress, ready to run: its address, its publisher, and the future that serves it.
+pub struct Prepared<F> {
+    pub addr: std::net::SocketAddr,
+    pub publisher: Arc<Publisher>,
+    pub serve: F,
+}
+
+/// Prepares the ingress on `listener` until `shutdown`: starts the broker supervisor and returns
+/// the server future. On shutdown the server stops accepting, lets the requests in flight finish
+/// (their publishes confirmed or failed), then closes the broker connection.
+pub fn prepare(
+    settings: &Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<Prepared<impl std::future::Future<Output = std::io::Result<()>> + Send + 'static>> {
     let addr = listener.local_addr()?;
     let topology = Topology::new(&settings.queue_prefix, settings.broker.delivery_limit);
     let publisher = Publisher::new(settings, topology, "moka-ingest ingress");
     let broker_stop = CancellationToken::new();
     let supervisor = tokio::spawn(publisher.clone().run(broker_stop.clone()));
     let router = Ingress::new(settings, publisher.clone()).router();
-    let task = tokio::spawn(async move {
+    let serve = async move {
         let listener = listener.tap_io(|tcp| {
             // Small request/response pairs: don't wait for Nagle.
             let _ = tcp.set_nodelay(true);
@@ -244,8 +256,14 @@ pub fn spawn(settings: &Settings, listener: TcpListener, shutdown: CancellationT
         broker_stop.cancel();
         let _ = supervisor.await;
         served
-    });
-    Ok(Handle { addr, publisher, task })
+    };
+    Ok(Prepared { addr, publisher, serve })
+}
+
+/// Starts the ingress in a task of its own (tests, and `all` beside the worker).
+pub fn spawn(settings: &Settings, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<Handle> {
+    let Prepared { addr, publisher, serve } = prepare(settings, listener, shutdown)?;
+    Ok(Handle { addr, publisher, task: tokio::spawn(serve) })
 }
 
 /// Waits at most `timeout` for the broker, so a caller can tell "started" from "not yet ready".
