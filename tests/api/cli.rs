@@ -73,6 +73,16 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
     assert_eq!(printed.trim(), r#"200 {"error_code":0,"error_message":"ok"}"#);
     assert_eq!(broker.wait_depth(&broker.topology.queue, 1).await, 1);
 
+    // A rejected request is logged (at info) with its request id.
+    let rejected = reqwest::Client::builder().no_proxy().build().unwrap()
+        .post(format!("http://127.0.0.1:{port}/api/v2/moka_candidates"))
+        .header("x-request-id", "req-for-the-log-check")
+        .body("payload=%7B%7D")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 400);
+
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits after SIGTERM").unwrap();
@@ -80,6 +90,6 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
     let mut logs = String::new();
     child.stdout.take().unwrap().read_to_string(&mut logs).await.unwrap();
     assert!(logs.contains("DEVELOPMENT secret"), "the development key is warned about: {logs}");
-    assert!(logs.contains("\"request_id\""), "structured logs carry the request id: {logs}");
+    assert!(logs.contains("\"request_id\":\"req-for-the-log-check\""), "structured logs carry the request id: {logs}");
     assert!(!logs.contains(SECRET), "secrets are never logged");
 }
