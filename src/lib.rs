@@ -13,6 +13,7 @@
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod domain;
 pub mod ingress;
 pub mod ops;
 pub mod shutdown;
