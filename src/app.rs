@@ -4,7 +4,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{config::Settings, ingress};
+use crate::{config::Settings, ingress, store, worker};
 
 /// Logs a warning for every access key that still uses the development secret.
 pub fn warn_about_dev_keys(settings: &Settings) {
@@ -20,4 +20,38 @@ pub async fn run_ingress(settings: &Settings, shutdown: CancellationToken) -> st
     let ingress = ingress::prepare(settings, listener, shutdown)?;
     info!(listen = %ingress.addr, prefix = %settings.queue_prefix, "ingress listening");
     ingress.serve.await
+}
+
+/// Runs the worker until `shutdown`.
+pub async fn run_worker(settings: &Settings, shutdown: CancellationToken) -> Result<(), worker::StartError> {
+    worker::run(settings, shutdown).await
+}
+
+/// Runs the ingress and the worker in one process until `shutdown`.
+pub async fn run_all(settings: &Settings, shutdown: CancellationToken) -> Result<(), AllError> {
+    let (ingress, worker) = tokio::join!(run_ingress(settings, shutdown.clone()), async {
+        let result = run_worker(settings, shutdown.clone()).await;
+        if result.is_err() {
+            // A worker that cannot start takes the process down rather than leave a half service.
+            shutdown.cancel();
+        }
+        result
+    });
+    ingress?;
+    worker?;
+    Ok(())
+}
+
+/// Applies pending migrations (the `migrate` subcommand).
+pub async fn migrate(settings: &Settings) -> Result<Vec<String>, store::DbError> {
+    store::migrate::run(settings).await
+}
+
+/// Why `all` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AllError {
+    #[error("ingress: {0}")]
+    Ingress(#[from] std::io::Error),
+    #[error("worker: {0}")]
+    Worker(#[from] worker::StartError),
 }

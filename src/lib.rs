@@ -18,4 +18,6 @@ pub mod ingress;
 pub mod ops;
 pub mod shutdown;
 pub mod sign;
+pub mod store;
 pub mod telemetry;
+pub mod worker;

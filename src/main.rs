@@ -26,8 +26,12 @@ struct Cli {
 enum Command {
     /// Run the HTTP ingress (POST /api/v2/moka_candidates → RabbitMQ).
     Ingress,
-    /// Run every role in one process.
+    /// Run the worker (RabbitMQ → PostgreSQL).
+    Worker,
+    /// Run every role (ingress and worker) in one process.
     All,
+    /// Apply pending database migrations and exit.
+    Migrate,
     /// Print a signed request body (or a curl command), or send it.
     Sign(SignArgs),
 }
@@ -87,7 +91,14 @@ async fn run(cli: Cli) -> Result<()> {
     telemetry::metrics();
     let shutdown = shutdown::on_signal();
     match cli.command {
-        Command::Ingress | Command::All => app::run_ingress(&settings, shutdown).await.context("ingress failed"),
+        Command::Ingress => app::run_ingress(&settings, shutdown).await.context("ingress failed"),
+        Command::Worker => app::run_worker(&settings, shutdown).await.context("worker failed"),
+        Command::All => app::run_all(&settings, shutdown).await.context("moka-ingest failed"),
+        Command::Migrate => {
+            let applied = app::migrate(&settings).await.context("migration failed")?;
+            println!("migrations applied: {}", if applied.is_empty() { "none pending".to_string() } else { applied.join(", ") });
+            Ok(())
+        }
         Command::Sign(_) => unreachable!("handled above"),
     }
 }

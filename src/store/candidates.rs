@@ -1,0 +1,304 @@
+//! Writes a batch of processed messages in one transaction: candidates (upsert, newest wins),
+//! their educations and experiences, and one `submissions` row per message.
+//!
+//! Exactly once in effect:
+//! - a message whose `submissions` row says `applied` or `stale` was done before: nothing changes;
+//! - a candidate row is replaced only by a strictly newer submission, by (tonce, receive time);
+//!   an older one is recorded as `stale`;
+//! - rows are locked in `moka_id` order, so concurrent batches on several workers cannot deadlock.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+
+use super::DbError;
+use crate::{broker::envelope::Meta, domain::candidate::Candidate};
+
+/// One valid submission to store.
+pub struct Item<'a> {
+    pub meta: &'a Meta,
+    pub payload: &'a str,
+    pub candidate: &'a Candidate,
+    pub attempts: i32,
+}
+
+/// One message that was dead-lettered, for the audit trail.
+pub struct DeadRecord<'a> {
+    pub meta: &'a Meta,
+    pub attempts: i32,
+    /// `{kind, message, fields?}`
+    pub error: serde_json::Value,
+}
+
+/// What happened to an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The candidate now reflects this submission.
+    Applied,
+    /// A newer submission of the same candidate was already stored.
+    Stale,
+    /// This message was processed before (a redelivery).
+    Duplicate,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+const DONE_SQL: &str = "SELECT message_id::text FROM submissions WHERE message_id = ANY($1::text[]::uuid[]) AND outcome <> 'dead'";
+
+const UPSERT_SQL: &str = "
+INSERT INTO candidates AS c (
+    moka_id, name, phone, phone_raw, email, gender, birth_year, source, academic_degree,
+    academic_degree_raw, married, job_title, operator_name, operator_email, operator_phone,
+    resume_url, interview_feedback_url, offer_attachment_urls, offer_info, raw_payload, warnings,
+    source_tonce, source_received_at, last_message_id, created_at, updated_at)
+SELECT u.moka_id, u.name, u.phone, u.phone_raw, u.email, u.gender, u.birth_year, u.source, u.academic_degree,
+    u.academic_degree_raw, u.married, u.job_title, u.operator_name, u.operator_email, u.operator_phone,
+    u.resume_url, u.interview_feedback_url, u.offer_attachment_urls::jsonb, u.offer_info::jsonb,
+    u.raw_payload::jsonb, u.warnings::jsonb, u.source_tonce, u.source_received_at, u.last_message_id::uuid, now(), now()
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[], $8::text[],
+            $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
+            $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::int8[], $23::timestamptz[], $24::text[])
+    AS u(moka_id, name, phone, phone_raw, email, gender, birth_year, source, academic_degree,
+         academic_degree_raw, married, job_title, operator_name, operator_email, operator_phone,
+         resume_url, interview_feedback_url, offer_attachment_urls, offer_info, raw_payload, warnings,
+         source_tonce, source_received_at, last_message_id)
+ON CONFLICT (moka_id) DO UPDATE SET
+    name = excluded.name, phone = excluded.phone, phone_raw = excluded.phone_raw, email = excluded.email,
+    gender = excluded.gender, birth_year = excluded.birth_year, source = excluded.source,
+    academic_degree = excluded.academic_degree, academic_degree_raw = excluded.academic_degree_raw,
+    married = excluded.married, job_title = excluded.job_title, operator_name = excluded.operator_name,
+    operator_email = excluded.operator_email, operator_phone = excluded.operator_phone,
+    resume_url = excluded.resume_url, interview_feedback_url = excluded.interview_feedback_url,
+    offer_attachment_urls = excluded.offer_attachment_urls, offer_info = excluded.offer_info,
+    raw_payload = excluded.raw_payload, warnings = excluded.warnings, source_tonce = excluded.source_tonce,
+    source_received_at = excluded.source_received_at, last_message_id = excluded.last_message_id,
+    updated_at = now()
+WHERE (c.source_tonce, c.source_received_at) < (excluded.source_tonce, excluded.source_received_at)
+RETURNING c.moka_id, (c.xmax = 0) AS inserted";
+
+const DELETE_EDUCATIONS_SQL: &str = "DELETE FROM candidate_educations WHERE moka_id = ANY($1::text[])";
+const DELETE_EXPERIENCES_SQL: &str = "DELETE FROM candidate_experiences WHERE moka_id = ANY($1::text[])";
+
+const INSERT_EDUCATIONS_SQL: &str = "
+INSERT INTO candidate_educations (moka_id, position, start_date, end_date, is_current, start_raw, end_raw,
+                                  school, speciality, academic_degree, academic_degree_raw)
+SELECT * FROM UNNEST($1::text[], $2::int4[], $3::date[], $4::date[], $5::bool[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::text[])";
+
+const INSERT_EXPERIENCES_SQL: &str = "
+INSERT INTO candidate_experiences (moka_id, position, start_date, end_date, is_current, start_raw, end_raw, company, title)
+SELECT * FROM UNNEST($1::text[], $2::int4[], $3::date[], $4::date[], $5::bool[], $6::text[], $7::text[], $8::text[], $9::text[])";
+
+const SUBMISSIONS_SQL: &str = "
+INSERT INTO submissions (message_id, moka_id, access_key, tonce, received_at, processed_at, outcome, attempts, error)
+SELECT u.message_id::uuid, u.moka_id, u.access_key, u.tonce, u.received_at, now(), u.outcome, u.attempts, u.error::jsonb
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::timestamptz[], $6::text[], $7::int4[], $8::text[])
+    AS u(message_id, moka_id, access_key, tonce, received_at, outcome, attempts, error)
+ON CONFLICT (message_id) DO UPDATE SET
+    outcome = excluded.outcome, processed_at = excluded.processed_at, attempts = excluded.attempts, error = excluded.error
+WHERE submissions.outcome = 'dead'";
+
+/// Writes `items` and `dead` in the transaction `tx` (the caller commits). Returns one outcome per item.
+pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], dead: &[DeadRecord<'_>]) -> Result<Vec<Outcome>, DbError> {
+    let mut outcomes = vec![Outcome::Stale; items.len()];
+
+    // 1. Redeliveries of messages already applied or found stale change nothing.
+    let ids: Vec<String> = items.iter().map(|i| i.meta.message_id.to_string()).collect();
+    let done: HashSet<String> = if items.is_empty() {
+        HashSet::new()
+    } else {
+        let stmt = tx.prepare_cached(DONE_SQL).await?;
+        tx.query(&stmt, &[&ids]).await?.iter().map(|r| r.get::<_, String>(0)).collect()
+    };
+    let mut seen = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if done.contains(&ids[i]) || !seen.insert(item.meta.message_id) {
+            outcomes[i] = Outcome::Duplicate;
+        }
+    }
+
+    // 2. The newest submission per candidate in this batch competes with what is stored.
+    let mut newest: HashMap<&str, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate().filter(|(i, _)| outcomes[*i] != Outcome::Duplicate) {
+        let key = |j: usize| (items[j].meta.tonce, items[j].meta.received_at);
+        newest
+            .entry(item.meta.moka_id.as_str())
+            .and_modify(|best| {
+                if key(i) > key(*best) {
+                    *best = i;
+                }
+            })
+            .or_insert(i);
+    }
+    let mut winners: Vec<usize> = newest.into_values().collect();
+    // Lock order: by moka_id, the same in every transaction, so concurrent batches never deadlock.
+    winners.sort_by(|a, b| items[*a].candidate.moka_id.cmp(&items[*b].candidate.moka_id));
+
+    if !winners.is_empty() {
+        let (applied, updated) = upsert_candidates(tx, items, &winners).await?;
+        if !updated.is_empty() {
+            // Only candidates that existed have children to replace. (Skipping the delete for new
+            // ones also avoids a sequential-scan plan on freshly created, unanalyzed tables.)
+            for sql in [DELETE_EDUCATIONS_SQL, DELETE_EXPERIENCES_SQL] {
+                let stmt = tx.prepare_cached(sql).await?;
+                tx.execute(&stmt, &[&updated]).await?;
+            }
+        }
+        let applied_items: Vec<usize> = winners.iter().copied().filter(|w| applied.contains(items[*w].candidate.moka_id.as_str())).collect();
+        insert_children(tx, items, &applied_items).await?;
+        for w in applied_items {
+            outcomes[w] = Outcome::Applied;
+        }
+    }
+
+    record_submissions(tx, items, &outcomes, dead).await?;
+    Ok(outcomes)
+}
+
+/// Upserts the winners; returns the ids that applied, and those of them that already existed.
+async fn upsert_candidates(tx: &Transaction<'_>, items: &[Item<'_>], winners: &[usize]) -> Result<(HashSet<String>, Vec<String>), DbError> {
+    let c = |i: &usize| items[*i].candidate;
+    let text = |f: fn(&Candidate) -> &str| winners.iter().map(|i| f(c(i)).to_owned()).collect::<Vec<String>>();
+    let opt = |f: fn(&Candidate) -> Option<&str>| winners.iter().map(|i| f(c(i)).map(str::to_owned)).collect::<Vec<Option<String>>>();
+    let moka_id = text(|c| &c.moka_id);
+    let name = text(|c| &c.name);
+    let phone = text(|c| &c.phone);
+    let phone_raw = text(|c| &c.phone_raw);
+    let email = text(|c| &c.email);
+    let gender = opt(|c| c.gender.as_deref());
+    let birth_year: Vec<Option<i32>> = winners.iter().map(|i| c(i).birth_year).collect();
+    let source = opt(|c| c.source.as_deref());
+    let degree = opt(|c| c.academic_degree.as_deref());
+    let degree_raw = opt(|c| c.academic_degree_raw.as_deref());
+    let married = opt(|c| c.married.as_deref());
+    let job_title = text(|c| &c.job_title);
+    let op_name = opt(|c| c.operator_name.as_deref());
+    let op_email = opt(|c| c.operator_email.as_deref());
+    let op_phone = opt(|c| c.operator_phone.as_deref());
+    let resume = opt(|c| c.resume_url.as_deref());
+    let feedback = opt(|c| c.interview_feedback_url.as_deref());
+    let offer_urls: Vec<String> = winners.iter().map(|i| serde_json::to_string(&c(i).offer_attachment_urls).expect("strings serialize")).collect();
+    let offer_info: Vec<Option<String>> = winners.iter().map(|i| c(i).offer_info.as_ref().map(|v| v.to_string())).collect();
+    let raw: Vec<&str> = winners.iter().map(|i| items[*i].payload).collect();
+    let warnings: Vec<String> = winners.iter().map(|i| serde_json::to_string(&c(i).warnings).expect("warnings serialize")).collect();
+    let tonce: Vec<i64> = winners.iter().map(|i| items[*i].meta.tonce).collect();
+    let received: Vec<DateTime<Utc>> = winners.iter().map(|i| items[*i].meta.received_at).collect();
+    let message_id: Vec<String> = winners.iter().map(|i| items[*i].meta.message_id.to_string()).collect();
+    let params: [&(dyn ToSql + Sync); 24] = [
+        &moka_id, &name, &phone, &phone_raw, &email, &gender, &birth_year, &source, &degree, &degree_raw, &married,
+        &job_title, &op_name, &op_email, &op_phone, &resume, &feedback, &offer_urls, &offer_info, &raw, &warnings,
+        &tonce, &received, &message_id,
+    ];
+    let stmt = tx.prepare_cached(UPSERT_SQL).await?;
+    let rows = tx.query(&stmt, &params).await?;
+    let mut applied = HashSet::with_capacity(rows.len());
+    let mut updated = Vec::new();
+    for row in rows {
+        let id: String = row.get(0);
+        if !row.get::<_, bool>(1) {
+            updated.push(id.clone());
+        }
+        applied.insert(id);
+    }
+    Ok((applied, updated))
+}
+
+/// Columns of the child tables, built entry by entry.
+#[derive(Default)]
+struct Children {
+    moka_id: Vec<String>,
+    position: Vec<i32>,
+    start: Vec<Option<NaiveDate>>,
+    end: Vec<Option<NaiveDate>>,
+    current: Vec<bool>,
+    start_raw: Vec<Option<String>>,
+    end_raw: Vec<Option<String>>,
+    a: Vec<Option<String>>,
+    b: Vec<Option<String>>,
+    c: Vec<Option<String>>,
+    d: Vec<Option<String>>,
+}
+
+impl Children {
+    #[allow(clippy::too_many_arguments)]
+    fn push(&mut self, id: &str, pos: usize, start: &crate::domain::candidate::DateField, end: &crate::domain::candidate::DateField, current: bool, rest: [Option<&String>; 4]) {
+        self.moka_id.push(id.to_owned());
+        self.position.push(pos as i32);
+        self.start.push(start.date);
+        self.end.push(end.date);
+        self.current.push(current);
+        self.start_raw.push(start.raw.clone());
+        self.end_raw.push(end.raw.clone());
+        let [a, b, c, d] = rest.map(|v| v.cloned());
+        self.a.push(a);
+        self.b.push(b);
+        self.c.push(c);
+        self.d.push(d);
+    }
+}
+
+async fn insert_children(tx: &Transaction<'_>, items: &[Item<'_>], applied: &[usize]) -> Result<(), DbError> {
+    let mut edu = Children::default();
+    let mut exp = Children::default();
+    for i in applied {
+        let cand = items[*i].candidate;
+        for (pos, e) in cand.educations.iter().enumerate() {
+            edu.push(&cand.moka_id, pos, &e.start, &e.end, e.is_current, [e.school.as_ref(), e.speciality.as_ref(), e.academic_degree.as_ref(), e.academic_degree_raw.as_ref()]);
+        }
+        for (pos, e) in cand.experiences.iter().enumerate() {
+            exp.push(&cand.moka_id, pos, &e.start, &e.end, e.is_current, [e.company.as_ref(), e.title.as_ref(), None, None]);
+        }
+    }
+    if !edu.moka_id.is_empty() {
+        let stmt = tx.prepare_cached(INSERT_EDUCATIONS_SQL).await?;
+        tx.execute(&stmt, &[&edu.moka_id, &edu.position, &edu.start, &edu.end, &edu.current, &edu.start_raw, &edu.end_raw, &edu.a, &edu.b, &edu.c, &edu.d]).await?;
+    }
+    if !exp.moka_id.is_empty() {
+        let stmt = tx.prepare_cached(INSERT_EXPERIENCES_SQL).await?;
+        tx.execute(&stmt, &[&exp.moka_id, &exp.position, &exp.start, &exp.end, &exp.current, &exp.start_raw, &exp.end_raw, &exp.a, &exp.b]).await?;
+    }
+    Ok(())
+}
+
+async fn record_submissions(tx: &Transaction<'_>, items: &[Item<'_>], outcomes: &[Outcome], dead: &[DeadRecord<'_>]) -> Result<(), DbError> {
+    let mut message_id = Vec::new();
+    let mut moka_id = Vec::new();
+    let mut access_key = Vec::new();
+    let mut tonce = Vec::new();
+    let mut received = Vec::new();
+    let mut outcome = Vec::new();
+    let mut attempts = Vec::new();
+    let mut error: Vec<Option<String>> = Vec::new();
+    let mut push = |meta: &Meta, o: &'static str, a: i32, e: Option<String>| {
+        message_id.push(meta.message_id.to_string());
+        moka_id.push(meta.moka_id.clone());
+        access_key.push(meta.access_key.clone());
+        tonce.push(meta.tonce);
+        received.push(meta.received_at);
+        outcome.push(o);
+        attempts.push(a);
+        error.push(e);
+    };
+    for (item, o) in items.iter().zip(outcomes).filter(|(_, o)| **o != Outcome::Duplicate) {
+        push(item.meta, o.as_str(), item.attempts, None);
+    }
+    for d in dead {
+        push(d.meta, "dead", d.attempts, Some(d.error.to_string()));
+    }
+    if message_id.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare_cached(SUBMISSIONS_SQL).await?;
+    tx.execute(&stmt, &[&message_id, &moka_id, &access_key, &tonce, &received, &outcome, &attempts, &error]).await?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Applies `migrations/` (embedded in the binary) with refinery, which records them in
+//! `refinery_schema_history`. An advisory lock makes it safe for many workers to start at once.
+
+use secrecy::ExposeSecret;
+use tokio_postgres::NoTls;
+use tracing::info;
+
+use super::DbError;
+use crate::config::Settings;
+
+refinery::embed_migrations!("migrations");
+
+/// Arbitrary first key of the advisory lock (the second is the schema's hash), so that
+/// migrations of different schemas in one database don't wait for each other.
+const LOCK_CLASS: i32 = 0x6d6f6b61; // "moka"
+
+/// Runs pending migrations; returns the names of those applied now.
+pub async fn run(settings: &Settings) -> Result<Vec<String>, DbError> {
+    let (mut client, connection) = tokio_postgres::connect(settings.database_url.expose_secret(), NoTls).await?;
+    let connection = tokio::spawn(connection);
+    client.execute("SELECT pg_advisory_lock($1, hashtext(current_schema()))", &[&LOCK_CLASS]).await?;
+    let report = migrations::runner().run_async(&mut client).await;
+    // The lock is also released when the session ends; unlocking explicitly lets the next worker go now.
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1, hashtext(current_schema()))", &[&LOCK_CLASS]).await;
+    let report = report.map_err(|e| DbError::Transient(format!("migration failed: {e}")))?;
+    unlocked?;
+    drop(client);
+    let _ = connection.await;
+    let applied: Vec<String> = report.applied_migrations().iter().map(|m| m.to_string()).collect();
+    info!(applied = ?applied, "migrations up to date");
+    Ok(applied)
+}

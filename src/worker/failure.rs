@@ -1,0 +1,76 @@
+//! Why a message could not be processed, and whether trying again can help.
+
+use serde::Serialize;
+
+use crate::{broker::envelope::EnvelopeError, domain::candidate::FieldError, store::DbError};
+
+/// The reason kinds an operator sees in the dead-letter queue (`x-error-kind`) and in
+/// `submissions.error.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The message is not a readable envelope.
+    Envelope,
+    /// The payload lacks a required field or has one of an unusable type.
+    Validation,
+    /// PostgreSQL refused the data, or stayed unavailable.
+    Database,
+    /// Attachments could not be fetched.
+    Attachment,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Envelope => "envelope",
+            FailureKind::Validation => "validation",
+            FailureKind::Database => "database",
+            FailureKind::Attachment => "attachment",
+        }
+    }
+}
+
+/// A failure of one message.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// True: retry later. False: dead-letter now.
+    pub transient: bool,
+    pub message: String,
+    /// For validation failures: every bad field.
+    pub fields: Vec<FieldError>,
+}
+
+impl Failure {
+    pub fn permanent(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure { kind, transient: false, message: message.into(), fields: Vec::new() }
+    }
+
+    /// The `submissions.error` value.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"kind": self.kind, "message": self.message});
+        if !self.fields.is_empty() {
+            v["fields"] = serde_json::to_value(&self.fields).expect("field errors serialize");
+        }
+        v
+    }
+}
+
+impl From<EnvelopeError> for Failure {
+    fn from(e: EnvelopeError) -> Self {
+        Failure::permanent(FailureKind::Envelope, e.to_string())
+    }
+}
+
+impl From<Vec<FieldError>> for Failure {
+    fn from(fields: Vec<FieldError>) -> Self {
+        let message = fields.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        Failure { kind: FailureKind::Validation, transient: false, message, fields }
+    }
+}
+
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Self {
+        Failure { kind: FailureKind::Database, transient: e.is_transient(), message: e.to_string(), fields: Vec::new() }
+    }
+}

@@ -1,0 +1,105 @@
+//! One consumer lane: its own broker connection and channel, a batch loop, and reconnection with
+//! backoff when the broker goes away (unacknowledged messages are then redelivered, to this lane
+//! or another worker).
+
+use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    message::Delivery,
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+    Consumer,
+};
+use rand::Rng;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{BatchError, Worker};
+use crate::broker;
+
+/// Runs lane `id` until `shutdown`.
+pub async fn run(worker: Arc<Worker>, id: usize, shutdown: CancellationToken) {
+    let min = Duration::from_millis(worker.settings.broker.reconnect_min_ms);
+    let max = Duration::from_millis(worker.settings.broker.reconnect_max_ms);
+    let mut delay = min;
+    while !shutdown.is_cancelled() {
+        match consume(&worker, id, &shutdown, &mut delay).await {
+            Ok(()) => break,
+            Err(e) => warn!(lane = id, error = %e, retry_in = ?delay, "consumer lost; reconnecting"),
+        }
+        let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        delay = (delay * 2).min(max);
+    }
+}
+
+/// One connection's life. Returns `Ok` on shutdown, `Err` when the connection must be replaced.
+async fn consume(worker: &Worker, id: usize, shutdown: &CancellationToken, delay: &mut Duration) -> Result<(), String> {
+    let s = &worker.settings;
+    let conn = broker::connect(s.amqp_url.expose_secret(), &format!("moka-ingest worker lane {id}"))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+    worker.topology.declare(&ch).await.map_err(|e| format!("declare: {e}"))?;
+    // Prefetch bounds what this lane holds unacknowledged (and so its memory), whatever the queue depth.
+    ch.basic_qos(s.worker.prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
+    let tag = format!("{}-lane{id}", worker.name);
+    // Manual acks (no_ack: false): a message is acknowledged only after its batch is committed.
+    let options = BasicConsumeOptions { no_ack: false, ..Default::default() };
+    let mut consumer = ch
+        .basic_consume(&worker.topology.queue, &tag, options, FieldTable::default())
+        .await
+        .map_err(|e| format!("consume: {e}"))?;
+    worker.lanes_up.fetch_add(1, Ordering::Relaxed);
+    *delay = Duration::from_millis(s.broker.reconnect_min_ms);
+    info!(lane = id, "consuming");
+
+    let batch_wait = Duration::from_millis(s.worker.batch_wait_ms);
+    let result = loop {
+        let batch = tokio::select! {
+            b = collect(&mut consumer, s.worker.batch_size, batch_wait) => b,
+            _ = shutdown.cancelled() => break Ok(()),
+        };
+        let batch = match batch {
+            Ok(b) if b.is_empty() => break Err("the broker cancelled the consumer".to_string()),
+            Ok(b) => b,
+            Err(e) => break Err(e.to_string()),
+        };
+        // A batch in progress is finished even if shutdown arrives meanwhile (unless it is
+        // waiting for the database, then it is left to be redelivered).
+        match worker.process_batch(&batch, shutdown).await {
+            Ok(()) => {}
+            Err(BatchError::Shutdown) => break Ok(()),
+            Err(BatchError::Broker(e)) => break Err(e),
+        }
+    };
+    worker.lanes_up.fetch_sub(1, Ordering::Relaxed);
+    // Stop deliveries, then close: what this lane still holds unacknowledged goes back to the queue.
+    let _ = ch.basic_cancel(&tag, BasicCancelOptions::default()).await;
+    let _ = ch.close(200, "bye").await;
+    let _ = conn.close(200, "bye").await;
+    result
+}
+
+/// Waits for one delivery, then takes more until `max` or until `wait` has passed.
+/// An empty batch means the consumer stream ended.
+async fn collect(consumer: &mut Consumer, max: usize, wait: Duration) -> Result<Vec<Delivery>, lapin::Error> {
+    let mut batch = Vec::with_capacity(max);
+    match consumer.next().await {
+        None => return Ok(batch),
+        Some(d) => batch.push(d?),
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(Some(d)) => batch.push(d?),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
