@@ -6,7 +6,7 @@ use std::{process::Stdio, time::Duration};
 use moka_ingest::config::DEV_SECRET;
 use tokio::{io::AsyncReadExt, process::Command};
 
-use crate::helpers::{TestBroker, ACCESS_KEY, AMQP_URL, PAYLOAD, SECRET};
+use crate::helpers::{TestBroker, TestDb, ACCESS_KEY, AMQP_URL, PAYLOAD, SECRET};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_moka-ingest");
 
@@ -92,4 +92,85 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
     assert!(logs.contains("DEVELOPMENT secret"), "the development key is warned about: {logs}");
     assert!(logs.contains("\"request_id\":\"req-for-the-log-check\""), "structured logs carry the request id: {logs}");
     assert!(!logs.contains(SECRET), "secrets are never logged");
+}
+
+/// A `moka-ingest` process with the test's broker prefix, database and key.
+fn service(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> tokio::process::Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg(role)
+        .env("MOKA_INGEST_QUEUE_PREFIX", prefix)
+        .env("MOKA_INGEST_KEYS", format!("{ACCESS_KEY}:{SECRET}"))
+        .env("AMQP_URL", AMQP_URL)
+        .env("DATABASE_URL", &db.url)
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+async fn sigterm_and_wait(mut child: tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(status.success(), "{status}");
+}
+
+async fn post_candidates(port: u16, n: usize, tag: &str) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for i in 0..n {
+        let body = crate::helpers::signed(&crate::helpers::candidate_payload(&format!("{tag}-{i}"), "张三")).form_body();
+        let r = client
+            .post(format!("http://127.0.0.1:{port}/api/v2/moka_candidates"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn separate_ingress_and_two_worker_processes_store_every_candidate_once() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let port = free_port();
+    let ingress = service("ingress", &broker.prefix, &db, &[("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}"))]);
+    let (w1, w2) = (free_port(), free_port());
+    let workers = [w1, w2].map(|p| service("worker", &broker.prefix, &db, &[("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{p}"))]));
+    assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await);
+    for p in [w1, w2] {
+        assert!(wait_200(&format!("http://127.0.0.1:{p}/readyz"), Duration::from_secs(15)).await, "worker on {p} ready");
+    }
+
+    post_candidates(port, 40, "proc").await;
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 40, Duration::from_secs(30)).await, 40);
+    assert_eq!(db.count("SELECT DISTINCT moka_id FROM candidates").await, 40);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let metrics = client.get(format!("http://127.0.0.1:{w1}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("moka_worker_batch_seconds"), "{metrics}");
+
+    sigterm_and_wait(ingress).await;
+    for w in workers {
+        sigterm_and_wait(w).await;
+    }
+    assert_eq!(broker.depth(&broker.topology.queue).await, 0);
+}
+
+#[tokio::test]
+async fn all_runs_ingress_and_worker_in_one_process() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let (port, ops) = (free_port(), free_port());
+    let all = service(
+        "all",
+        &broker.prefix,
+        &db,
+        &[("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}")), ("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{ops}"))],
+    );
+    assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await);
+    assert!(wait_200(&format!("http://127.0.0.1:{ops}/readyz"), Duration::from_secs(15)).await);
+    post_candidates(port, 5, "all").await;
+    assert_eq!(db.wait_count("SELECT 1 FROM candidates", 5, Duration::from_secs(30)).await, 5);
+    sigterm_and_wait(all).await;
 }

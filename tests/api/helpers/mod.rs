@@ -187,3 +187,136 @@ impl Answer {
 pub fn signed(payload: &str) -> SignedRequest {
     SignedRequest::new(ACCESS_KEY, SECRET, payload, now(), Encoding::Form)
 }
+
+/// A PostgreSQL schema of its own in the `test` database; dropped when the value is dropped.
+pub struct TestDb {
+    pub schema: String,
+    pub url: String,
+    pub client: tokio_postgres::Client,
+}
+
+pub const PG_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/test";
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let schema = format!("t_{}", &uuid::Uuid::now_v7().simple().to_string()[16..]);
+        let admin = pg_connect(PG_ADMIN_URL).await;
+        admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let url = Self::url_via(&schema, "127.0.0.1:5432");
+        let client = pg_connect(&url).await;
+        TestDb { schema, url, client }
+    }
+
+    /// The URL of this schema through another address (a proxy in front of PostgreSQL).
+    pub fn url_via(schema: &str, addr: &str) -> String {
+        format!("postgres://root@{addr}/test?options=-c%20search_path%3D{schema}")
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client.query_one(&format!("SELECT count(*) FROM ({sql}) q"), &[]).await.unwrap().get(0)
+    }
+
+    /// Polls until `sql` counts `n` rows, for up to `within`; returns the last count.
+    pub async fn wait_count(&self, sql: &str, n: i64, within: Duration) -> i64 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.count(sql).await;
+            if got == n || tokio::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let schema = self.schema.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("PostgreSQL on 127.0.0.1:5432");
+    tokio::spawn(conn);
+    client
+}
+
+/// Settings for a test that runs the worker too.
+pub fn worker_settings(prefix: &str, db: &TestDb, extra: &[(&str, &str)]) -> Settings {
+    let mut all: Vec<(&str, &str)> = vec![("database_url", db.url.as_str()), ("worker.batch_wait_ms", "5")];
+    all.extend_from_slice(extra);
+    settings(prefix, &all)
+}
+
+/// A worker running in this process.
+pub struct TestWorker {
+    pub shutdown: CancellationToken,
+    pub handle: moka_ingest::worker::Handle,
+}
+
+impl TestWorker {
+    pub async fn spawn(settings: &Settings) -> TestWorker {
+        moka_ingest::telemetry::metrics();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = moka_ingest::worker::spawn(settings, listener, shutdown.clone()).await.expect("worker starts");
+        TestWorker { shutdown, handle }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.handle.task).await.expect("worker stops").unwrap();
+    }
+}
+
+impl TestBroker {
+    /// Declares the topology (as the services do at start).
+    pub async fn declare(&self) {
+        self.topology.declare(&self.ch).await.unwrap();
+    }
+
+    /// Publishes `payload` with `meta` straight to the submission exchange, confirmed.
+    pub async fn publish(&self, meta: &moka_ingest::broker::envelope::Meta, payload: &str) {
+        self.publish_raw(payload.as_bytes(), meta.properties()).await;
+    }
+
+    pub async fn publish_raw(&self, body: &[u8], props: lapin::BasicProperties) {
+        let ch = self._conn.create_channel().await.unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        let confirm = ch
+            .basic_publish(&self.topology.exchange, moka_ingest::broker::topology::SUBMISSION_KEY, Default::default(), body, props)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+        let _ = ch.close(200, "bye").await;
+    }
+}
+
+/// A payload for candidate `id` named `name`.
+pub fn candidate_payload(id: &str, name: &str) -> String {
+    serde_json::json!({
+        "id": id, "name": name, "phone": "132-0303-0303", "email": " Zhang.San@Example.COM ",
+        "gender": "male", "birthYear": "1990", "source": "拉勾网", "married": "单身",
+        "educationInfo": [
+            {"startDate": "2007.09", "endDate": "2011年7月", "school": "北京大学", "speciality": "数学", "academicDegree": "理学学士"},
+            {"startDate": "2011-09", "endDate": "2014-07", "school": "清华大学", "speciality": "计算机", "academicDegree": "硕士研究生"}
+        ],
+        "experienceInfo": {"startDate": "201405", "endDate": "至今", "company": "腾讯", "title": "前端工程师"},
+        "jobTitle": "高级前端工程师",
+        "operator": {"name": "李四", "email": "LISI@a.com", "phone": "15828748567"},
+        "offerAttachmentUrls": "", "offerInfo": ""
+    })
+    .to_string()
+}
