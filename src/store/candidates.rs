@@ -2,7 +2,8 @@
 //! their educations and experiences, and one `submissions` row per message.
 //!
 //! Exactly once in effect:
-//! - a message whose `submissions` row says `applied` or `stale` was done before: nothing changes;
+//! - a message whose `submissions` row says `applied` or `stale` was done before: nothing changes
+//!   (a `dead` one is being replayed, and is processed again);
 //! - a candidate row is replaced only by a strictly newer submission, by (tonce, receive time);
 //!   an older one is recorded as `stale`;
 //! - rows are locked in `moka_id` order, so concurrent batches on several workers cannot deadlock.
@@ -53,8 +54,6 @@ impl Outcome {
     }
 }
 
-const DONE_SQL: &str = "SELECT message_id::text FROM submissions WHERE message_id = ANY($1::text[]::uuid[]) AND outcome <> 'dead'";
-
 const UPSERT_SQL: &str = "
 INSERT INTO candidates AS c (
     moka_id, name, phone, phone_raw, email, gender, birth_year, source, academic_degree,
@@ -72,6 +71,8 @@ FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
          academic_degree_raw, married, job_title, operator_name, operator_email, operator_phone,
          resume_url, interview_feedback_url, offer_attachment_urls, offer_info, raw_payload, warnings,
          source_tonce, source_received_at, last_message_id)
+-- A redelivered message that was applied (or found stale) before changes nothing.
+WHERE NOT EXISTS (SELECT 1 FROM submissions s WHERE s.message_id = u.last_message_id::uuid AND s.outcome <> 'dead')
 ON CONFLICT (moka_id) DO UPDATE SET
     name = excluded.name, phone = excluded.phone, phone_raw = excluded.phone_raw, email = excluded.email,
     gender = excluded.gender, birth_year = excluded.birth_year, source = excluded.source,
@@ -106,28 +107,26 @@ FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::timestamptz[], $
     AS u(message_id, moka_id, access_key, tonce, received_at, outcome, attempts, error)
 ON CONFLICT (message_id) DO UPDATE SET
     outcome = excluded.outcome, processed_at = excluded.processed_at, attempts = excluded.attempts, error = excluded.error
-WHERE submissions.outcome = 'dead'";
+WHERE submissions.outcome = 'dead'
+RETURNING message_id::text";
 
 /// Writes `items` and `dead` in the transaction `tx` (the caller commits). Returns one outcome per item.
+///
+/// Three round trips whatever the batch size: the upsert, then the child rows and the
+/// `submissions` rows pipelined (tokio-postgres sends them back to back, in order), then COMMIT.
 pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], dead: &[DeadRecord<'_>]) -> Result<Vec<Outcome>, DbError> {
     let mut outcomes = vec![Outcome::Stale; items.len()];
 
-    // 1. Redeliveries of messages already applied or found stale change nothing.
-    let ids: Vec<String> = items.iter().map(|i| i.meta.message_id.to_string()).collect();
-    let done: HashSet<String> = if items.is_empty() {
-        HashSet::new()
-    } else {
-        let stmt = tx.prepare_cached(DONE_SQL).await?;
-        tx.query(&stmt, &[&ids]).await?.iter().map(|r| r.get::<_, String>(0)).collect()
-    };
+    // The same message twice in one batch counts once.
     let mut seen = HashSet::new();
     for (i, item) in items.iter().enumerate() {
-        if done.contains(&ids[i]) || !seen.insert(item.meta.message_id) {
+        if !seen.insert(item.meta.message_id) {
             outcomes[i] = Outcome::Duplicate;
         }
     }
 
-    // 2. The newest submission per candidate in this batch competes with what is stored.
+    // The newest submission per candidate in this batch competes with what is stored. (If that
+    // newest one was processed before, every older one in the batch is stale anyway.)
     let mut newest: HashMap<&str, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate().filter(|(i, _)| outcomes[*i] != Outcome::Duplicate) {
         let key = |j: usize| (items[j].meta.tonce, items[j].meta.received_at);
@@ -144,24 +143,34 @@ pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], dead: &[DeadRecord<
     // Lock order: by moka_id, the same in every transaction, so concurrent batches never deadlock.
     winners.sort_by(|a, b| items[*a].candidate.moka_id.cmp(&items[*b].candidate.moka_id));
 
-    if !winners.is_empty() {
-        let (applied, updated) = upsert_candidates(tx, items, &winners).await?;
-        if !updated.is_empty() {
-            // Only candidates that existed have children to replace. (Skipping the delete for new
-            // ones also avoids a sequential-scan plan on freshly created, unanalyzed tables.)
-            for sql in [DELETE_EDUCATIONS_SQL, DELETE_EXPERIENCES_SQL] {
-                let stmt = tx.prepare_cached(sql).await?;
-                tx.execute(&stmt, &[&updated]).await?;
-            }
-        }
-        let applied_items: Vec<usize> = winners.iter().copied().filter(|w| applied.contains(items[*w].candidate.moka_id.as_str())).collect();
-        insert_children(tx, items, &applied_items).await?;
-        for w in applied_items {
-            outcomes[w] = Outcome::Applied;
-        }
+    let (applied, updated) = if winners.is_empty() {
+        (HashSet::new(), Vec::new())
+    } else {
+        upsert_candidates(tx, items, &winners).await?
+    };
+    let applied_items: Vec<usize> =
+        winners.iter().copied().filter(|w| applied.contains(items[*w].candidate.moka_id.as_str())).collect();
+    for w in &applied_items {
+        outcomes[*w] = Outcome::Applied;
     }
 
-    record_submissions(tx, items, &outcomes, dead).await?;
+    // Only candidates that existed have children to replace. (Skipping the delete for new ones
+    // also avoids a sequential-scan plan on freshly created, unanalyzed tables.)
+    let replace_children = async {
+        if !updated.is_empty() {
+            let (edu, exp) = tokio::try_join!(tx.prepare_cached(DELETE_EDUCATIONS_SQL), tx.prepare_cached(DELETE_EXPERIENCES_SQL))?;
+            let params: [&(dyn ToSql + Sync); 1] = [&updated];
+            tokio::try_join!(tx.execute(&edu, &params), tx.execute(&exp, &params))?;
+        }
+        insert_children(tx, items, &applied_items).await
+    };
+    let (_, recorded) = tokio::try_join!(replace_children, record_submissions(tx, items, &outcomes, dead))?;
+    for (i, item) in items.iter().enumerate() {
+        if outcomes[i] != Outcome::Duplicate && !recorded.contains(&item.meta.message_id.to_string()) {
+            // Its submissions row already said applied or stale: a redelivery.
+            outcomes[i] = Outcome::Duplicate;
+        }
+    }
     Ok(outcomes)
 }
 
@@ -259,18 +268,27 @@ async fn insert_children(tx: &Transaction<'_>, items: &[Item<'_>], applied: &[us
             exp.push(&cand.moka_id, pos, &e.start, &e.end, e.is_current, [e.company.as_ref(), e.title.as_ref(), None, None]);
         }
     }
-    if !edu.moka_id.is_empty() {
-        let stmt = tx.prepare_cached(INSERT_EDUCATIONS_SQL).await?;
-        tx.execute(&stmt, &[&edu.moka_id, &edu.position, &edu.start, &edu.end, &edu.current, &edu.start_raw, &edu.end_raw, &edu.a, &edu.b, &edu.c, &edu.d]).await?;
-    }
-    if !exp.moka_id.is_empty() {
-        let stmt = tx.prepare_cached(INSERT_EXPERIENCES_SQL).await?;
-        tx.execute(&stmt, &[&exp.moka_id, &exp.position, &exp.start, &exp.end, &exp.current, &exp.start_raw, &exp.end_raw, &exp.a, &exp.b]).await?;
-    }
+    let educations = async {
+        if !edu.moka_id.is_empty() {
+            let stmt = tx.prepare_cached(INSERT_EDUCATIONS_SQL).await?;
+            tx.execute(&stmt, &[&edu.moka_id, &edu.position, &edu.start, &edu.end, &edu.current, &edu.start_raw, &edu.end_raw, &edu.a, &edu.b, &edu.c, &edu.d]).await?;
+        }
+        Ok::<_, DbError>(())
+    };
+    let experiences = async {
+        if !exp.moka_id.is_empty() {
+            let stmt = tx.prepare_cached(INSERT_EXPERIENCES_SQL).await?;
+            tx.execute(&stmt, &[&exp.moka_id, &exp.position, &exp.start, &exp.end, &exp.current, &exp.start_raw, &exp.end_raw, &exp.a, &exp.b]).await?;
+        }
+        Ok::<_, DbError>(())
+    };
+    tokio::try_join!(educations, experiences)?;
     Ok(())
 }
 
-async fn record_submissions(tx: &Transaction<'_>, items: &[Item<'_>], outcomes: &[Outcome], dead: &[DeadRecord<'_>]) -> Result<(), DbError> {
+/// Inserts the `submissions` rows; returns the message ids written (a redelivery of a message
+/// recorded as applied or stale writes nothing).
+async fn record_submissions(tx: &Transaction<'_>, items: &[Item<'_>], outcomes: &[Outcome], dead: &[DeadRecord<'_>]) -> Result<HashSet<String>, DbError> {
     let mut message_id = Vec::new();
     let mut moka_id = Vec::new();
     let mut access_key = Vec::new();
@@ -296,9 +314,9 @@ async fn record_submissions(tx: &Transaction<'_>, items: &[Item<'_>], outcomes: 
         push(d.meta, "dead", d.attempts, Some(d.error.to_string()));
     }
     if message_id.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let stmt = tx.prepare_cached(SUBMISSIONS_SQL).await?;
-    tx.execute(&stmt, &[&message_id, &moka_id, &access_key, &tonce, &received, &outcome, &attempts, &error]).await?;
-    Ok(())
+    let rows = tx.query(&stmt, &[&message_id, &moka_id, &access_key, &tonce, &received, &outcome, &attempts, &error]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Worker benchmark: drain N submissions (no attachments) from a pre-filled queue into PostgreSQL,
+# with the yardstick's `ref-drain --schema full` and with `moka-ingest worker` (default settings),
+# side by side in one run, ROUNDS times. Both queues are filled by `limits load` through the
+# respective ingress. Needs RabbitMQ and PostgreSQL on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIMITS_MANIFEST=${LIMITS_MANIFEST:-../shared/tools/limits/Cargo.toml}
+LIMITS_TARGET=${LIMITS_TARGET:-/tmp/limits-target}
+N=${N:-20000}
+ROUNDS=${ROUNDS:-3}
+SECRET=bench-secret-0123456789abcdef
+AK=bench-access-key
+PREFIX=benchdrain$$
+PSQL="psql -qtA -h 127.0.0.1 -U root test -v ON_ERROR_STOP=1 --set=client_min_messages=warning"
+
+CARGO_TARGET_DIR=$LIMITS_TARGET cargo build --release --quiet --manifest-path "$LIMITS_MANIFEST"
+cargo build --release --quiet
+L=$LIMITS_TARGET/release/limits
+M=$PWD/target/release/moka-ingest
+
+PIDS=()
+SCHEMAS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for s in "${SCHEMAS[@]}"; do $PSQL -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
+    for q in "$PREFIX.submissions" "$PREFIX.dead"; do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+    rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$L" ref-ingress --listen 127.0.0.1:18080 --secret "$SECRET" --access-key "$AK" 2>/dev/null &
+PIDS+=($!)
+MOKA_INGEST_LISTEN=127.0.0.1:18090 MOKA_INGEST_QUEUE_PREFIX=$PREFIX MOKA_INGEST_KEYS="$AK:$SECRET" "$M" ingress >/dev/null 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/readyz >/dev/null && break; sleep 0.1; done
+
+fill() { "$L" load --url "$1" --secret "$SECRET" --access-key "$AK" --n "$N" --concurrency 64 >/dev/null; }
+now_ms() { date +%s%3N; }
+
+for round in $(seq "$ROUNDS"); do
+    # Reference: fill ref.candidates, drain with the four-table schema.
+    rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
+    fill http://127.0.0.1:18080/api/v2/moka_candidates
+    ref=$("$L" ref-drain --schema full --queue ref.candidates --n "$N" --prefetch 500 --batch 100 | tail -n 1)
+    ref_rate=$(grep -o 'rows_per_s=[0-9]*' <<<"$ref" | cut -d= -f2)
+
+    # moka-ingest: fill its queue, migrate a fresh schema, start the worker, time first to last row.
+    rabbitmqctl -q purge_queue "$PREFIX.submissions" >/dev/null
+    fill http://127.0.0.1:18090/api/v2/moka_candidates
+    schema=bench_$$_$round
+    SCHEMAS+=("$schema")
+    $PSQL -c "CREATE SCHEMA $schema" >/dev/null
+    url="postgres://root@127.0.0.1:5432/test?options=-c%20search_path%3D$schema"
+    DATABASE_URL=$url "$M" migrate >/dev/null 2>&1
+    DATABASE_URL=$url MOKA_INGEST_QUEUE_PREFIX=$PREFIX MOKA_INGEST_KEYS="$AK:$SECRET" MOKA_INGEST_WORKER_LISTEN=127.0.0.1:18091 \
+        "$M" worker >/dev/null 2>&1 &
+    wpid=$!
+    PIDS+=($wpid)
+    count() { $PSQL -c "SELECT count(*) FROM $schema.submissions" 2>/dev/null || echo 0; }
+    until [ "$(count)" -gt 0 ]; do sleep 0.01; done
+    t0=$(now_ms)
+    until [ "$(count)" -ge "$N" ]; do sleep 0.02; done
+    t1=$(now_ms)
+    rss=$(awk '/VmHWM/ {print $2}' /proc/$wpid/status)
+    kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true
+    moka_rate=$(( N * 1000 / (t1 - t0) ))
+    printf 'round %d: ref-drain --schema full %s msgs/s | moka-ingest worker %s msgs/s (peak RSS %s KiB) | ratio %s\n' \
+        "$round" "$ref_rate" "$moka_rate" "$rss" "$(python3 -c "print(f'{$moka_rate/$ref_rate:.2f}')")"
+    $PSQL -c "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1
+done
