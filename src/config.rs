@@ -52,6 +52,7 @@ pub struct Settings {
     pub ingress: IngressSettings,
     pub broker: BrokerSettings,
     pub worker: WorkerSettings,
+    pub attachments: AttachmentSettings,
 }
 
 /// The HTTP receiver.
@@ -97,6 +98,29 @@ pub struct WorkerSettings {
     pub pool_size: usize,
     /// Run migrations at start.
     pub migrate_on_start: bool,
+}
+
+/// Attachment downloads and their storage.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AttachmentSettings {
+    /// `local` or `s3`.
+    pub backend: String,
+    /// Local backend root (`MOKA_INGEST_ATTACHMENTS_DIR`).
+    pub dir: std::path::PathBuf,
+    /// S3 backend bucket; credentials, region and endpoint from the `AWS_*` variables.
+    pub s3_bucket: String,
+    /// Hosts, addresses and networks fetched even though they are private (`MOKA_INGEST_ATTACHMENTS_ALLOW`).
+    pub allow: String,
+    /// Size cap per file, on the bytes actually read.
+    pub max_bytes: u64,
+    pub connect_timeout_ms: u64,
+    /// Longest silence while reading the body.
+    pub read_timeout_ms: u64,
+    /// Deadline for one file, from connect to last byte.
+    pub total_timeout_ms: u64,
+    pub max_redirects: usize,
+    /// Downloads at once per batch.
+    pub concurrency: usize,
 }
 
 /// Why the configuration was refused.
@@ -152,6 +176,13 @@ impl Settings {
         }
         if self.worker.batch_size == 0 || self.worker.concurrency == 0 || self.worker.prefetch == 0 {
             return invalid("worker.batch_size, concurrency and prefetch must be at least 1".into());
+        }
+        crate::worker::attachments::guard::AllowList::parse(&self.attachments.allow).map_err(ConfigError::Invalid)?;
+        if !matches!(self.attachments.backend.as_str(), "local" | "s3") {
+            return invalid(format!("attachments.backend {:?} must be `local` or `s3`", self.attachments.backend));
+        }
+        if self.attachments.backend == "s3" && self.attachments.s3_bucket.is_empty() {
+            return invalid("attachments.s3_bucket is required with the s3 backend".into());
         }
         if self.worker.pool_size < 2 {
             return invalid("worker.pool_size must be at least 2".into());

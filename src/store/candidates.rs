@@ -15,7 +15,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::DbError;
-use crate::{broker::envelope::Meta, domain::candidate::Candidate};
+use crate::{broker::envelope::Meta, domain::candidate::Candidate, worker::attachments::Record};
 
 /// One valid submission to store.
 pub struct Item<'a> {
@@ -110,11 +110,23 @@ ON CONFLICT (message_id) DO UPDATE SET
 WHERE submissions.outcome = 'dead'
 RETURNING message_id::text";
 
-/// Writes `items` and `dead` in the transaction `tx` (the caller commits). Returns one outcome per item.
+const ATTACHMENTS_SQL: &str = "
+INSERT INTO candidate_attachments (moka_id, kind, url, status, sha256, size_bytes, content_type, file_name, storage_key, error, fetched_at)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::text[],
+                     $9::text[], $10::text[], $11::timestamptz[])
+ON CONFLICT (moka_id, kind, url) DO UPDATE SET
+    status = excluded.status, sha256 = excluded.sha256, size_bytes = excluded.size_bytes,
+    content_type = excluded.content_type, file_name = excluded.file_name, storage_key = excluded.storage_key,
+    error = excluded.error, fetched_at = excluded.fetched_at
+-- A stored file is never downgraded by a later failed fetch of the same link (links expire).
+WHERE candidate_attachments.status <> 'stored' OR excluded.status = 'stored'";
+
+/// Writes `items`, their `attachments` and `dead` in the transaction `tx` (the caller commits).
+/// Returns one outcome per item.
 ///
 /// Three round trips whatever the batch size: the upsert, then the child rows and the
 /// `submissions` rows pipelined (tokio-postgres sends them back to back, in order), then COMMIT.
-pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], dead: &[DeadRecord<'_>]) -> Result<Vec<Outcome>, DbError> {
+pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], attachments: &[Record], dead: &[DeadRecord<'_>]) -> Result<Vec<Outcome>, DbError> {
     let mut outcomes = vec![Outcome::Stale; items.len()];
 
     // The same message twice in one batch counts once.
@@ -164,7 +176,8 @@ pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], dead: &[DeadRecord<
         }
         insert_children(tx, items, &applied_items).await
     };
-    let (_, recorded) = tokio::try_join!(replace_children, record_submissions(tx, items, &outcomes, dead))?;
+    let (_, recorded, _) =
+        tokio::try_join!(replace_children, record_submissions(tx, items, &outcomes, dead), record_attachments(tx, attachments))?;
     for (i, item) in items.iter().enumerate() {
         if outcomes[i] != Outcome::Duplicate && !recorded.contains(&item.meta.message_id.to_string()) {
             // Its submissions row already said applied or stale: a redelivery.
@@ -319,4 +332,37 @@ async fn record_submissions(tx: &Transaction<'_>, items: &[Item<'_>], outcomes: 
     let stmt = tx.prepare_cached(SUBMISSIONS_SQL).await?;
     let rows = tx.query(&stmt, &[&message_id, &moka_id, &access_key, &tonce, &received, &outcome, &attempts, &error]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+async fn record_attachments(tx: &Transaction<'_>, records: &[Record]) -> Result<(), DbError> {
+    // One row per (candidate, kind, URL): the same link in two messages of a batch is written once,
+    // preferring a stored copy.
+    let mut unique: HashMap<(&str, &str, &str), &Record> = HashMap::new();
+    for r in records {
+        let slot = unique.entry((r.moka_id.as_str(), r.kind.as_str(), r.url.as_str())).or_insert(r);
+        if r.stored && !slot.stored {
+            *slot = r;
+        }
+    }
+    if unique.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<&Record> = unique.into_values().collect();
+    let col = |f: fn(&Record) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<Option<String>>>();
+    let moka_id: Vec<&str> = rows.iter().map(|r| r.moka_id.as_str()).collect();
+    let kind: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    let url: Vec<&str> = rows.iter().map(|r| r.url.as_str()).collect();
+    let status: Vec<&str> = rows.iter().map(|r| if r.stored { "stored" } else { "failed" }).collect();
+    let size: Vec<Option<i64>> = rows.iter().map(|r| r.size_bytes).collect();
+    let fetched: Vec<DateTime<Utc>> = rows.iter().map(|r| r.fetched_at).collect();
+    let (sha, ctype, name, key, error) = (
+        col(|r| r.sha256.clone()),
+        col(|r| r.content_type.clone()),
+        col(|r| r.file_name.clone()),
+        col(|r| r.storage_key.clone()),
+        col(|r| r.error.clone()),
+    );
+    let stmt = tx.prepare_cached(ATTACHMENTS_SQL).await?;
+    tx.execute(&stmt, &[&moka_id, &kind, &url, &status, &sha, &size, &ctype, &name, &key, &error, &fetched]).await?;
+    Ok(())
 }

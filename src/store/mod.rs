@@ -1,5 +1,6 @@
 //! PostgreSQL: the connection pool, migrations, and the batch writer of candidates.
 
+pub mod blobs;
 pub mod candidates;
 pub mod migrate;
 

@@ -5,6 +5,7 @@
 //! one lane's slow batch doesn't stall the others. Any number of worker processes can consume the
 //! same queue (horizontal scaling): correctness comes from the database (see [`crate::store::candidates`]).
 
+pub mod attachments;
 mod dead_letter;
 pub mod failure;
 mod lane;
@@ -47,6 +48,8 @@ use failure::Failure;
 pub enum StartError {
     #[error("database: {0}")]
     Database(#[from] DbError),
+    #[error("attachments: {0}")]
+    Attachments(String),
     #[error("cannot listen for /metrics: {0}")]
     Listen(#[from] std::io::Error),
 }
@@ -58,6 +61,7 @@ pub struct Worker {
     pool: Pool,
     /// Publishes dead letters (confirmed before the original is acknowledged).
     dead_letters: Arc<Publisher>,
+    attachments: attachments::Attachments,
     /// `host:pid`, recorded in dead letters.
     name: String,
     /// Lanes currently consuming.
@@ -72,6 +76,8 @@ pub struct Handle {
 
 /// A message ready to be stored.
 struct Ready {
+    /// Its position in the batch.
+    index: usize,
     meta: Meta,
     payload: String,
     candidate: Candidate,
@@ -106,6 +112,7 @@ pub async fn spawn(settings: &Settings, ops_listener: TcpListener, shutdown: Can
         topology,
         pool: store::pool(settings)?,
         dead_letters: dead_letters.clone(),
+        attachments: attachments::Attachments::new(&settings.attachments).map_err(StartError::Attachments)?,
         name: dead_letter::worker_name(),
         lanes_up: AtomicUsize::new(0),
     });
@@ -163,13 +170,15 @@ impl Worker {
             match Envelope::from_delivery(&d.properties, &d.data) {
                 Err(e) => dead.push(Dead { index, meta: None, failure: e.into(), attempts }),
                 Ok(env) => match candidate::parse(&env.payload, year) {
-                    Ok(candidate) => ready.push(Ready { meta: env.meta, payload: env.payload, candidate, attempts }),
+                    Ok(candidate) => ready.push(Ready { index, meta: env.meta, payload: env.payload, candidate, attempts }),
                     Err(fields) => dead.push(Dead { index, meta: Some(env.meta), failure: fields.into(), attempts }),
                 },
             }
         }
 
-        let outcomes = self.store_with_retry(&mut ready, &mut dead, deliveries, shutdown).await?;
+        // Attachments first: a message whose files cannot be fetched right now is retried as a whole.
+        let (records, retry) = self.fetch_attachments(&mut ready).await;
+        let outcomes = self.store_with_retry(&mut ready, &records, &mut dead, deliveries, shutdown).await?;
 
         for d in &dead {
             let delivery = &deliveries[d.index];
@@ -188,14 +197,81 @@ impl Worker {
             metrics::counter!("moka_worker_messages_total", "outcome" => o.as_str()).increment(1);
         }
 
-        // Everything in the batch is committed (or dead-lettered): acknowledge up to its last tag.
-        let last = deliveries.last().expect("batches are never empty");
-        last.acker
-            .ack(lapin::options::BasicAckOptions { multiple: true })
-            .await
-            .map_err(|e| BatchError::Broker(format!("ack failed: {e}")))?;
+        // Transient failures go back to the queue (settled first, so that the multiple-ack below
+        // does not cover them).
+        for (index, why) in &retry {
+            warn!(reason = %why, "transient failure; message returned to the queue");
+            metrics::counter!("moka_worker_messages_total", "outcome" => "retry").increment(1);
+            deliveries[*index]
+                .acker
+                .nack(lapin::options::BasicNackOptions { multiple: false, requeue: true })
+                .await
+                .map_err(|e| BatchError::Broker(format!("nack failed: {e}")))?;
+        }
+        // Everything else is committed (or dead-lettered): acknowledge up to the last such tag.
+        if let Some(last) = deliveries.iter().enumerate().rev().find(|(i, _)| !retry.iter().any(|(r, _)| r == i)) {
+            last.1
+                .acker
+                .ack(lapin::options::BasicAckOptions { multiple: true })
+                .await
+                .map_err(|e| BatchError::Broker(format!("ack failed: {e}")))?;
+        }
         metrics::histogram!("moka_worker_batch_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Downloads the attachments of `ready` that are not stored yet. Messages with a transient
+    /// failure leave `ready` and are returned (batch index, reason) to be retried.
+    async fn fetch_attachments(&self, ready: &mut Vec<Ready>) -> (Vec<attachments::Record>, Vec<(usize, String)>) {
+        let mut jobs = Vec::new();
+        for (i, r) in ready.iter().enumerate() {
+            for (kind, url) in attachments::wanted(&r.candidate) {
+                jobs.push((i, r.candidate.moka_id.clone(), kind, url));
+            }
+        }
+        if jobs.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        // A link already stored for this candidate (a redelivery, a replay) is not fetched again.
+        let ids: Vec<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
+        let stored: std::collections::HashSet<(String, String, String)> = match self.stored_links(&ids).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot read stored attachments; fetching again");
+                Default::default()
+            }
+        };
+        jobs.retain(|(_, id, kind, url)| !stored.contains(&(id.clone(), kind.as_str().to_owned(), url.clone())));
+        let mut records = Vec::new();
+        let mut failed: std::collections::BTreeMap<usize, String> = Default::default();
+        for (owner, result) in self.attachments.fetch_all(jobs).await {
+            match result {
+                Ok(record) => records.push(record),
+                Err(why) => {
+                    failed.entry(owner).or_insert(why);
+                }
+            }
+        }
+        let mut retry = Vec::new();
+        let mut keep = Vec::with_capacity(ready.len());
+        for (i, r) in ready.drain(..).enumerate() {
+            match failed.remove(&i) {
+                Some(why) => retry.push((r.index, why)),
+                None => keep.push(r),
+            }
+        }
+        // The records of a retried message are written all the same: its files that did arrive
+        // are not fetched again when it comes back.
+        *ready = keep;
+        (records, retry)
+    }
+
+    async fn stored_links(&self, ids: &[&str]) -> Result<std::collections::HashSet<(String, String, String)>, DbError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT moka_id, kind, url FROM candidate_attachments WHERE moka_id = ANY($1) AND status = 'stored'", &[&ids])
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
     /// Writes the batch, retrying transient database failures with backoff (the messages stay
@@ -203,13 +279,14 @@ impl Worker {
     async fn store_with_retry(
         &self,
         ready: &mut Vec<Ready>,
+        records: &[attachments::Record],
         dead: &mut Vec<Dead>,
         deliveries: &[Delivery],
         shutdown: &CancellationToken,
     ) -> Result<Vec<Outcome>, BatchError> {
         let mut delay = Duration::from_millis(self.settings.broker.reconnect_min_ms);
         loop {
-            let result = self.write(ready, dead).await;
+            let result = self.write(ready, records, dead).await;
             match result {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(e) if e.is_transient() => {
@@ -225,22 +302,19 @@ impl Worker {
                 Err(e) => {
                     // Something in the batch is refused: find it by writing the items one by one.
                     warn!(error = %e, "batch refused by the database; isolating the bad messages");
-                    self.isolate(ready, dead, deliveries).await?;
+                    self.isolate(ready, dead).await?;
                 }
             }
         }
     }
 
     /// Writes each item alone; those refused permanently join `dead`.
-    async fn isolate(&self, ready: &mut Vec<Ready>, dead: &mut Vec<Dead>, deliveries: &[Delivery]) -> Result<(), BatchError> {
+    async fn isolate(&self, ready: &mut Vec<Ready>, dead: &mut Vec<Dead>) -> Result<(), BatchError> {
         let mut keep = Vec::with_capacity(ready.len());
         for r in ready.drain(..) {
-            match self.write(std::slice::from_ref(&r), &mut Vec::new()).await {
+            match self.write(std::slice::from_ref(&r), &[], &[]).await {
                 Err(DbError::Permanent(message)) => {
-                    let index = deliveries
-                        .iter()
-                        .position(|d| d.properties.message_id().as_ref().map(|m| m.as_str()) == Some(r.meta.message_id.to_string().as_str()))
-                        .expect("the item came from this batch");
+                    let index = r.index;
                     let failure = Failure::permanent(failure::FailureKind::Database, message);
                     dead.push(Dead { index, meta: Some(r.meta), failure, attempts: r.attempts });
                 }
@@ -252,18 +326,18 @@ impl Worker {
         Ok(())
     }
 
-    async fn write(&self, ready: &[Ready], dead: &[Dead]) -> Result<Vec<Outcome>, DbError> {
+    async fn write(&self, ready: &[Ready], records: &[attachments::Record], dead: &[Dead]) -> Result<Vec<Outcome>, DbError> {
         let items: Vec<Item> = ready
             .iter()
             .map(|r| Item { meta: &r.meta, payload: &r.payload, candidate: &r.candidate, attempts: r.attempts })
             .collect();
-        let records: Vec<DeadRecord> = dead
+        let dead_records: Vec<DeadRecord> = dead
             .iter()
             .filter_map(|d| d.meta.as_ref().map(|meta| DeadRecord { meta, attempts: d.attempts, error: d.failure.to_json() }))
             .collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let outcomes = store::candidates::write(&tx, &items, &records).await?;
+        let outcomes = store::candidates::write(&tx, &items, records, &dead_records).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

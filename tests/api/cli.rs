@@ -102,6 +102,7 @@ fn service(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> to
         .env("MOKA_INGEST_KEYS", format!("{ACCESS_KEY}:{SECRET}"))
         .env("AMQP_URL", AMQP_URL)
         .env("DATABASE_URL", &db.url)
+        .env("MOKA_INGEST_ATTACHMENTS_DIR", crate::helpers::attachments_dir(prefix))
         .stdout(Stdio::null())
         .kill_on_drop(true);
     for (k, v) in envs {

@@ -213,9 +213,10 @@ async fn migrations_are_safe_when_several_workers_start_at_once() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
     let settings = worker_settings(&broker.prefix, &db, &[]);
     let runs = futures_util::future::join_all((0..4).map(|_| store::migrate::run(&settings))).await;
-    let applied: usize = runs.into_iter().map(|r| r.expect("every migrate succeeds").len()).sum();
-    assert_eq!(applied, 1, "V1 applied exactly once");
-    assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 1);
+    let mut applied: Vec<String> = runs.into_iter().flat_map(|r| r.expect("every migrate succeeds")).collect();
+    applied.sort();
+    assert_eq!(applied, ["V1__candidates", "V2__attachments"], "each migration applied exactly once");
+    assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 2);
 }
 
 #[tokio::test]

@@ -82,8 +82,14 @@ impl TestBroker {
     }
 }
 
+/// Where a test's worker keeps attachments (removed with the test's broker namespace).
+pub fn attachments_dir(prefix: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("moka-ingest-test-{prefix}"))
+}
+
 impl Drop for TestBroker {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(attachments_dir(&self.prefix));
         // Cleanup needs async I/O; run it on a runtime of its own so it also happens on panic.
         let topology = self.topology.clone();
         let _ = std::thread::spawn(move || {
@@ -253,7 +259,10 @@ pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
 
 /// Settings for a test that runs the worker too.
 pub fn worker_settings(prefix: &str, db: &TestDb, extra: &[(&str, &str)]) -> Settings {
-    let mut all: Vec<(&str, &str)> = vec![("database_url", db.url.as_str()), ("worker.batch_wait_ms", "5")];
+    let dir = attachments_dir(prefix);
+    let dir = dir.to_str().unwrap();
+    let mut all: Vec<(&str, &str)> =
+        vec![("database_url", db.url.as_str()), ("worker.batch_wait_ms", "5"), ("attachments.dir", dir)];
     all.extend_from_slice(extra);
     settings(prefix, &all)
 }
