@@ -102,6 +102,16 @@ fn attempts(delivery: &Delivery) -> i32 {
 /// /healthz and /readyz. The worker stops when `shutdown` is cancelled, after finishing and
 /// acknowledging the batches in flight.
 pub async fn spawn(settings: &Settings, ops_listener: TcpListener, shutdown: CancellationToken) -> Result<Handle, StartError> {
+    spawn_with_lookup(settings, ops_listener, shutdown, Arc::new(attachments::guard::SystemLookup)).await
+}
+
+/// As [`spawn`], resolving attachment hosts with `lookup` (tests map names to loopback addresses).
+pub async fn spawn_with_lookup(
+    settings: &Settings,
+    ops_listener: TcpListener,
+    shutdown: CancellationToken,
+    lookup: Arc<dyn attachments::guard::Lookup>,
+) -> Result<Handle, StartError> {
     if settings.worker.migrate_on_start {
         migrate_when_reachable(settings, &shutdown).await?;
     }
@@ -112,7 +122,7 @@ pub async fn spawn(settings: &Settings, ops_listener: TcpListener, shutdown: Can
         topology,
         pool: store::pool(settings)?,
         dead_letters: dead_letters.clone(),
-        attachments: attachments::Attachments::new(&settings.attachments).map_err(StartError::Attachments)?,
+        attachments: attachments::Attachments::with_lookup(&settings.attachments, lookup).map_err(StartError::Attachments)?,
         name: dead_letter::worker_name(),
         lanes_up: AtomicUsize::new(0),
     });

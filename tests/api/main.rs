@@ -2,6 +2,7 @@
 //! Each test uses its own queue prefix (and database schema), so they run in parallel, and
 //! deletes what it declared.
 
+mod attachments;
 mod cli;
 mod helpers;
 mod ingress;

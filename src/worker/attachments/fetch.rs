@@ -146,8 +146,8 @@ pub fn check_url(url: &Url, allow: &AllowList) -> Result<(), String> {
     }
     match url.host() {
         None => Err("URL has no host".into()),
-        Some(url::Host::Ipv4(ip)) => allow.check(None, ip.into()),
-        Some(url::Host::Ipv6(ip)) => allow.check(None, ip.into()),
+        Some(url::Host::Ipv4(ip)) => allow.check(None, ip.into()).map_err(|why| format!("blocked: {why}")),
+        Some(url::Host::Ipv6(ip)) => allow.check(None, ip.into()).map_err(|why| format!("blocked: {why}")),
         // Names are checked when resolved, on every connection.
         Some(url::Host::Domain(_)) => Ok(()),
     }
@@ -183,6 +183,17 @@ fn classify(e: reqwest::Error) -> FetchError {
 /// The content type from the bytes (the header only as a fallback hint).
 pub fn sniff(head: &[u8], hint: Option<&str>) -> String {
     if let Some(kind) = infer::get(head) {
+        // Office Open XML files are zips; infer's generic zip matcher comes first, so ask for them.
+        if kind.mime_type() == "application/zip" {
+            let ooxml: [(fn(&[u8]) -> bool, &str); 3] = [
+                (infer::doc::is_docx, "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+                (infer::doc::is_xlsx, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+                (infer::doc::is_pptx, "application/vnd.openxmlformats-officedocument.presentationml.presentation"),
+            ];
+            if let Some((_, mime)) = ooxml.iter().find(|(is, _)| is(head)) {
+                return (*mime).to_owned();
+            }
+        }
         return kind.mime_type().to_owned();
     }
     let text = String::from_utf8_lossy(&head[..head.len().min(512)]).trim_start().to_ascii_lowercase();

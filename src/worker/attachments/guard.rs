@@ -176,7 +176,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 return Err(format!("{host} has no address").into());
             }
             for ip in &ips {
-                allow.check(Some(&host), *ip).map_err(|why| Box::new(Blocked(format!("{host}: {why}"))))?;
+                allow.check(Some(&host), *ip).map_err(|why| Blocked(format!("{host}: {why}")))?;
             }
             let addrs: reqwest::dns::Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)

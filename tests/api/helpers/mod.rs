@@ -1,6 +1,7 @@
 //! Shared test fixtures: an isolated broker namespace, an in-process ingress, signed requests,
 //! and a TCP proxy that can cut the broker off.
 
+pub mod files;
 pub mod proxy;
 
 use std::{net::SocketAddr, time::Duration};
@@ -328,4 +329,31 @@ pub fn candidate_payload(id: &str, name: &str) -> String {
         "offerAttachmentUrls": "", "offerInfo": ""
     })
     .to_string()
+}
+
+/// Name lookup for tests: `evil.test` resolves to 127.0.0.2, everything else as usual.
+pub struct TestLookup;
+
+impl moka_ingest::worker::attachments::guard::Lookup for TestLookup {
+    fn lookup(&self, host: String) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>> {
+        Box::pin(async move {
+            if host == "evil.test" {
+                return Ok(vec!["127.0.0.2".parse().unwrap()]);
+            }
+            Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+impl TestWorker {
+    /// A worker whose attachment downloads resolve names with [`TestLookup`].
+    pub async fn spawn_with_test_lookup(settings: &Settings) -> TestWorker {
+        moka_ingest::telemetry::metrics();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = moka_ingest::worker::spawn_with_lookup(settings, listener, shutdown.clone(), std::sync::Arc::new(TestLookup))
+            .await
+            .expect("worker starts");
+        TestWorker { shutdown, handle }
+    }
 }

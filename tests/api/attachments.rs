@@ -1,0 +1,204 @@
+//! Attachment downloads against a real local HTTP server, into the local storage backend.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use moka_ingest::broker::envelope::Meta;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{
+    self, attachments_dir,
+    files::{docx, FileServer, Tripwire, PDF, PNG},
+    worker_settings, TestBroker, TestDb, TestWorker,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Test settings: files from 127.0.0.1 only, a 64 KiB cap and short deadlines.
+fn settings(broker: &TestBroker, db: &TestDb) -> moka_ingest::config::Settings {
+    worker_settings(
+        &broker.prefix,
+        db,
+        &[
+            ("attachments.allow", "127.0.0.1"),
+            ("attachments.max_bytes", "65536"),
+            ("attachments.total_timeout_ms", "1000"),
+            ("attachments.read_timeout_ms", "800"),
+            ("attachments.connect_timeout_ms", "500"),
+        ],
+    )
+}
+
+fn payload(id: &str, resume: &str, feedback: &str, offers: serde_json::Value) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&helpers::candidate_payload(id, "张三")).unwrap();
+    v["resumeUrl"] = json!(resume);
+    v["interviewFeedbackUrl"] = json!(feedback);
+    v["offerAttachmentUrls"] = offers;
+    v.to_string()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// (url, status, sha256, content_type, file_name, storage_key, error) per row of a candidate.
+async fn rows(db: &TestDb, id: &str) -> Vec<(String, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>)> {
+    db.client
+        .query(
+            "SELECT url, status, sha256, content_type, file_name, storage_key, error FROM candidate_attachments WHERE moka_id = $1 ORDER BY url",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
+        .collect()
+}
+
+fn stored_files(prefix: &str) -> usize {
+    fn walk(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()).unwrap_or(0)
+    }
+    walk(&attachments_dir(prefix).join("sha256"))
+}
+
+#[tokio::test]
+async fn attachments_are_stored_by_content_with_hash_type_and_name_and_fetched_once() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let files = FileServer::start("http://127.0.0.2:1/").await;
+    broker.declare().await;
+    let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
+    let offers = json!([files.url("offer.docx"), files.url("photo.png"), files.url("r1")]);
+    let body = payload("att-1", &files.url("cv.pdf"), &files.url("feedback.html"), offers);
+    let meta = Meta::new("ak", helpers::now(), "att-1", Utc::now());
+    broker.publish(&meta, &body).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await, 1);
+
+    let got = rows(&db, "att-1").await;
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|r| r.1 == "stored"), "{got:?}");
+    let row = |path: &str| got.iter().find(|r| r.0 == files.url(path)).unwrap().clone();
+    let pdf = row("cv.pdf");
+    assert_eq!(pdf.2.as_deref(), Some(sha(PDF).as_str()));
+    assert_eq!(pdf.3.as_deref(), Some("application/pdf"), "from the bytes, not the octet-stream header");
+    assert_eq!(pdf.4.as_deref(), Some("简历.pdf"), "from Content-Disposition");
+    assert_eq!(row("offer.docx").3.as_deref(), Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document"));
+    assert_eq!(row("offer.docx").2.as_deref(), Some(sha(&docx()).as_str()));
+    assert_eq!(row("photo.png").3.as_deref(), Some("image/png"));
+    assert_eq!(row("photo.png").2.as_deref(), Some(sha(PNG).as_str()));
+    assert_eq!(row("feedback.html").3.as_deref(), Some("text/html"));
+    assert_eq!(row("r1").2, pdf.2, "three redirects are followed; same bytes, same hash");
+    assert_eq!(row("r1").4.as_deref(), Some("简历.pdf"));
+    assert_eq!(row("r1").5, pdf.5, "same content, same storage key");
+
+    let key = pdf.5.clone().unwrap();
+    assert_eq!(std::fs::read(attachments_dir(&broker.prefix).join(&key)).unwrap(), PDF, "the stored file is the download");
+    assert_eq!(stored_files(&broker.prefix), 4, "pdf, html, docx, png: the duplicate pdf is stored once");
+    let kinds: Vec<String> = db.client.query("SELECT kind FROM candidate_attachments ORDER BY kind", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(kinds, ["interview_feedback", "offer", "offer", "offer", "resume"]);
+
+    // Redelivery, and a newer submission with the same links: nothing is downloaded again.
+    broker.publish(&meta, &body).await;
+    broker.publish(&Meta::new("ak", helpers::now() + 1, "att-1", Utc::now()), &body).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions", 2, WAIT).await, 2);
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 0).await, 0);
+    assert_eq!((files.hits("cv.pdf"), files.hits("offer.docx"), files.hits("r1")), (1, 1, 1));
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn dead_links_are_recorded_as_failed_and_the_candidate_is_stored() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let tripwire = Tripwire::bind("127.0.0.2:0").await.expect("bind 127.0.0.2");
+    let files = FileServer::start(&format!("http://{}/cv.pdf", tripwire.addr)).await;
+    broker.declare().await;
+    let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
+    let offers = json!([files.url("big.bin"), files.url("loop1"), files.url("to-blocked"), "ftp://127.0.0.1/x", format!("http://user:pw@{}/cv.pdf", files.addr)]);
+    broker.publish(&Meta::new("ak", helpers::now(), "dead-links", Utc::now()), &payload("dead-links", &files.url("missing"), "", offers)).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await, 1, "the candidate is stored anyway");
+
+    let got = rows(&db, "dead-links").await;
+    let error = |url: String| {
+        let r = got.iter().find(|r| r.0 == url).unwrap_or_else(|| panic!("a row for {url}: {got:?}"));
+        assert_eq!(r.1, "failed", "{r:?}");
+        assert_eq!(r.5, None, "no storage key for a failed download");
+        r.6.clone().unwrap()
+    };
+    assert!(error(files.url("missing")).contains("404"));
+    assert!(error(files.url("big.bin")).contains("cap"), "cap enforced without Content-Length");
+    assert!(error(files.url("loop1")).contains("redirect"));
+    assert!(error(files.url("to-blocked")).contains("blocked"));
+    assert!(error("ftp://127.0.0.1/x".into()).contains("scheme"));
+    assert!(error(format!("http://user:pw@{}/cv.pdf", files.addr)).contains("user-info"));
+    assert_eq!(tripwire.connections(), 0, "the redirect to 127.0.0.2 never connected");
+    assert_eq!(stored_files(&broker.prefix), 0, "no partial file left behind");
+    assert!(std::fs::read_dir(attachments_dir(&broker.prefix).join(".tmp")).map(|d| d.count()).unwrap_or(0) == 0, "temporary files are removed");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn blocked_addresses_are_refused_without_connecting() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let v4 = Tripwire::bind("127.0.0.2:0").await.expect("bind 127.0.0.2");
+    let p = v4.addr.port();
+    let v6 = Tripwire::bind("[::1]:0").await;
+    broker.declare().await;
+    let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
+    let mut urls = vec![
+        format!("http://127.0.0.2:{p}/x"),
+        format!("http://[::ffff:127.0.0.2]:{p}/x"),
+        format!("http://2130706434:{p}/x"),
+        format!("http://0x7f000002:{p}/x"),
+        format!("http://evil.test:{p}/x"),
+    ];
+    if let Some(v6) = &v6 {
+        urls.push(format!("http://[::1]:{}/x", v6.addr.port()));
+    }
+    broker.publish(&Meta::new("ak", helpers::now(), "ssrf", Utc::now()), &payload("ssrf", "", "", json!(urls))).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await, 1);
+    let got = rows(&db, "ssrf").await;
+    assert_eq!(got.len(), urls.len());
+    for r in &got {
+        assert_eq!(r.1, "failed", "{r:?}");
+        assert!(r.6.as_deref().unwrap_or("").contains("blocked"), "{r:?}");
+    }
+    assert_eq!(v4.connections(), 0, "nothing reached 127.0.0.2");
+    assert_eq!(v6.map(|t| t.connections()).unwrap_or(0), 0, "nothing reached ::1");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried_and_then_stored() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let files = FileServer::start("http://127.0.0.2:1/").await;
+    broker.declare().await;
+    let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
+    broker.publish(&Meta::new("ak", helpers::now(), "flaky", Utc::now()), &payload("flaky", &files.url("flaky"), "", json!(""))).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
+    assert_eq!(files.hits("flaky"), 2, "500 first, then 200 on the retry");
+    assert_eq!(db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await, 1);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn an_endless_body_is_cut_at_the_deadline_and_the_message_is_kept() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let files = FileServer::start("http://127.0.0.2:1/").await;
+    broker.declare().await;
+    let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
+    let started = Instant::now();
+    broker.publish(&Meta::new("ak", helpers::now(), "slow", Utc::now()), &payload("slow", &files.url("slow"), "", json!(""))).await;
+    let deadline = Instant::now() + WAIT;
+    while files.slow_dropped_at().is_none() {
+        assert!(Instant::now() < deadline, "the slow download is abandoned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = files.slow_dropped_at().unwrap() - started;
+    assert!(took < Duration::from_millis(2500), "cut at the 1 s deadline, took {took:?}");
+    assert_eq!(db.count("SELECT 1 FROM candidates").await, 0, "not stored without its resume");
+    worker.stop().await;
+    // Not lost: still in the queue (retrying) or, past the delivery limit, in the dead-letter queue.
+    let left = broker.depth(&broker.topology.queue).await + broker.depth(&broker.topology.dead_queue).await;
+    assert_eq!(left, 1);
+}

@@ -1,0 +1,208 @@
+//! A real HTTP file server on 127.0.0.1 for attachment tests, serving real files and the
+//! misbehaviours the downloader must survive; it counts requests per path.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use bytes::Bytes;
+
+/// A minimal valid PDF.
+pub const PDF: &[u8] = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n";
+
+/// A 1x1 PNG.
+pub const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01,
+    0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41,
+    0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00,
+    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+/// A minimal DOCX: a stored (uncompressed) zip with the parts Word needs.
+pub fn docx() -> Vec<u8> {
+    let parts: [(&str, &str); 4] = [
+        ("[Content_Types].xml", r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#),
+        ("_rels/.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>"#),
+        ("word/_rels/document.xml.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"></Relationships>"#),
+        ("word/document.xml", r#"<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>Offer</w:t></w:r></w:p></w:body></w:document>"#),
+    ];
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in parts {
+        let (name, data) = (name.as_bytes(), data.as_bytes());
+        let offset = out.len() as u32;
+        let crc = crc32(data);
+        let common = |v: &mut Vec<u8>| {
+            v.extend_from_slice(&20u16.to_le_bytes()); // version needed
+            v.extend_from_slice(&0u16.to_le_bytes()); // flags
+            v.extend_from_slice(&0u16.to_le_bytes()); // stored
+            v.extend_from_slice(&0u32.to_le_bytes()); // time, date
+            v.extend_from_slice(&crc.to_le_bytes());
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            v.extend_from_slice(&0u16.to_le_bytes()); // extra
+        };
+        out.extend_from_slice(b"PK\x03\x04");
+        common(&mut out);
+        out.extend_from_slice(name);
+        out.extend_from_slice(data);
+        central.extend_from_slice(b"PK\x01\x02");
+        central.extend_from_slice(&20u16.to_le_bytes()); // version made by
+        common(&mut central);
+        central.extend_from_slice(&[0; 8]); // comment len, disk, internal attrs
+        central.extend_from_slice(&0u32.to_le_bytes()); // external attrs
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name);
+    }
+    let (cd_offset, cd_len) = (out.len() as u32, central.len() as u32);
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(parts.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(parts.len() as u16).to_le_bytes());
+    out.extend_from_slice(&cd_len.to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[derive(Default)]
+struct Shared {
+    hits: Mutex<HashMap<String, usize>>,
+    /// When the client gave up on /slow (its body was dropped).
+    slow_dropped: Mutex<Option<Instant>>,
+    blocked_target: Mutex<String>,
+}
+
+pub struct FileServer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+/// Sets the time the slow body was dropped.
+struct DropClock(Arc<Shared>);
+impl Drop for DropClock {
+    fn drop(&mut self) {
+        *self.0.slow_dropped.lock().unwrap() = Some(Instant::now());
+    }
+}
+
+impl FileServer {
+    /// Serves on 127.0.0.1; `/to-blocked` redirects to `blocked_target`.
+    pub async fn start(blocked_target: &str) -> FileServer {
+        let shared = Arc::new(Shared::default());
+        *shared.blocked_target.lock().unwrap() = blocked_target.to_owned();
+        let app = Router::new().route("/{*path}", get(serve)).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FileServer { addr, shared }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{path}", self.addr)
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.shared.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn slow_dropped_at(&self) -> Option<Instant> {
+        *self.shared.slow_dropped.lock().unwrap()
+    }
+}
+
+async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<String>) -> Response {
+    let hit = {
+        let mut hits = shared.hits.lock().unwrap();
+        let n = hits.entry(path.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    let redirect = |to: String| (StatusCode::FOUND, [(header::LOCATION, to)]).into_response();
+    match path.as_str() {
+        "cv.pdf" | "cv-copy.pdf" => {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, "application/octet-stream".parse().unwrap());
+            h.insert(header::CONTENT_DISPOSITION, "attachment; filename*=UTF-8''%E7%AE%80%E5%8E%86.pdf".parse().unwrap());
+            (h, PDF).into_response()
+        }
+        "offer.docx" => docx().into_response(),
+        "photo.png" => ([(header::CONTENT_TYPE, "image/png")], PNG).into_response(),
+        "feedback.html" => ([(header::CONTENT_TYPE, "text/html")], "<!DOCTYPE html><p>good</p>").into_response(),
+        // Over any small cap, streamed in chunks with no Content-Length.
+        "big.bin" => {
+            let chunks = futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 16 * 1024]))));
+            Body::from_stream(chunks).into_response()
+        }
+        // A body that never ends: one small chunk every 100 ms.
+        "slow" => {
+            let clock = DropClock(shared.clone());
+            let chunks = futures_util::stream::unfold(clock, |clock| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), clock))
+            });
+            Body::from_stream(chunks).into_response()
+        }
+        "missing" => StatusCode::NOT_FOUND.into_response(),
+        "flaky" if hit == 1 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        "flaky" => ([(header::CONTENT_TYPE, "application/pdf")], PDF).into_response(),
+        "r1" => redirect("/r2".into()),
+        "r2" => redirect("/r3".into()),
+        "r3" => redirect("/cv-copy.pdf".into()),
+        "loop1" => redirect("/loop2".into()),
+        "loop2" => redirect("/loop3".into()),
+        "loop3" => redirect("/loop4".into()),
+        "loop4" => redirect("/cv.pdf".into()),
+        "to-blocked" => redirect(shared.blocked_target.lock().unwrap().clone()),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// A listener that counts the connections it receives (and answers none).
+pub struct Tripwire {
+    pub addr: SocketAddr,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Tripwire {
+    pub async fn bind(addr: &str) -> Option<Tripwire> {
+        let listener = tokio::net::TcpListener::bind(addr).await.ok()?;
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = count.clone();
+        tokio::spawn(async move {
+            while let Ok((_s, _)) = listener.accept().await {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Some(Tripwire { addr, count })
+    }
+
+    pub fn connections(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
