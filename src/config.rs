@@ -53,6 +53,32 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub worker: WorkerSettings,
     pub attachments: AttachmentSettings,
+    pub retry: RetrySettings,
+}
+
+/// Retries of transient failures.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetrySettings {
+    /// Comma-separated delays (`10s,1m,5m`), one per retry.
+    pub schedule: String,
+    /// Database write attempts in place before moving a batch to the delay queues.
+    pub db_attempts: u32,
+}
+
+impl RetrySettings {
+    /// The parsed schedule (validated at load).
+    pub fn delays(&self) -> Vec<Duration> {
+        parse_schedule(&self.schedule).expect("validated at load")
+    }
+}
+
+/// Parses `10s,1m,500ms`.
+pub fn parse_schedule(spec: &str) -> Result<Vec<Duration>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| humantime::parse_duration(s).map_err(|e| format!("retry.schedule entry {s:?}: {e}")))
+        .collect()
 }
 
 /// The HTTP receiver.
@@ -98,6 +124,8 @@ pub struct WorkerSettings {
     pub pool_size: usize,
     /// Run migrations at start.
     pub migrate_on_start: bool,
+    /// Longest a batch may take before its messages are returned to the queue.
+    pub batch_timeout_ms: u64,
 }
 
 /// Attachment downloads and their storage.
@@ -183,6 +211,9 @@ impl Settings {
         }
         if self.attachments.backend == "s3" && self.attachments.s3_bucket.is_empty() {
             return invalid("attachments.s3_bucket is required with the s3 backend".into());
+        }
+        if parse_schedule(&self.retry.schedule).map_err(ConfigError::Invalid)?.iter().any(|d| d.is_zero()) {
+            return invalid("retry.schedule delays must be positive".into());
         }
         if self.worker.pool_size < 2 {
             return invalid("worker.pool_size must be at least 2".into());

@@ -190,6 +190,16 @@ impl Publisher {
         }
     }
 
+    /// Messages ready in `queue`, or `None` when not connected or it cannot be read.
+    pub async fn queue_depth(&self, queue: &str) -> Option<u32> {
+        let live = self.current()?;
+        let ch = live.conn.create_channel().await.ok()?;
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let depth = ch.queue_declare(queue, passive, Default::default()).await.ok().map(|q| q.message_count());
+        let _ = ch.close(200, "bye").await;
+        depth
+    }
+
     /// Waits until connected, up to `timeout`; true if ready.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;

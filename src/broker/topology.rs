@@ -2,8 +2,15 @@
 //!
 //! ```text
 //! <prefix>.submissions (direct exchange) --"submission"--> <prefix>.submissions (quorum queue)
-//!        delivery limit exceeded / worker gives up --> <prefix>.dead (exchange) --> <prefix>.dead (quorum queue)
+//!   transient failure: worker --> <prefix>.retry.<delay> (quorum queue, TTL) --expired--> <prefix>.submissions
+//!   delivery limit exceeded / worker gives up --> <prefix>.dead (exchange) --> <prefix>.dead (quorum queue)
 //! ```
+//!
+//! Every queue the broker itself moves messages out of (the submission queue, by delivery limit;
+//! the retry queues, by TTL) is a quorum queue with at-least-once dead-lettering, so a broker crash
+//! in the middle of a move duplicates at worst.
+
+use std::time::Duration;
 
 use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions},
@@ -25,17 +32,39 @@ pub struct Topology {
     pub dead_queue: String,
     /// `x-delivery-limit` of the submission queue.
     pub delivery_limit: u32,
+    /// The retry schedule; one delay queue per step.
+    pub retry_delays: Vec<Duration>,
 }
 
 impl Topology {
-    pub fn new(prefix: &str, delivery_limit: u32) -> Topology {
+    pub fn new(prefix: &str, delivery_limit: u32, retry_delays: Vec<Duration>) -> Topology {
         Topology {
             exchange: format!("{prefix}.submissions"),
             queue: format!("{prefix}.submissions"),
             dead_exchange: format!("{prefix}.dead"),
             dead_queue: format!("{prefix}.dead"),
             delivery_limit,
+            retry_delays,
         }
+    }
+
+    pub fn from_settings(settings: &crate::config::Settings) -> Topology {
+        Topology::new(&settings.queue_prefix, settings.broker.delivery_limit, settings.retry.delays())
+    }
+
+    /// The delay queue of retry number `n` (0-based), or `None` when the schedule is used up.
+    pub fn retry_queue(&self, n: usize) -> Option<(String, Duration)> {
+        let delay = *self.retry_delays.get(n)?;
+        Some((self.retry_queue_name(delay), delay))
+    }
+
+    fn retry_queue_name(&self, delay: Duration) -> String {
+        format!("{}.retry.{}ms", self.queue.trim_end_matches(".submissions"), delay.as_millis())
+    }
+
+    /// Longest a message may wait in a delay queue: its delay plus the largest jitter.
+    fn retry_ttl(delay: Duration) -> Duration {
+        delay.mul_f64(1.25)
     }
 
     /// Declares exchanges, queues and bindings. Idempotent: re-declaring with the same arguments
@@ -63,6 +92,18 @@ impl Topology {
         ch.queue_declare(&self.queue, durable_queue(), args).await?;
         ch.queue_bind(&self.queue, &self.exchange, SUBMISSION_KEY, QueueBindOptions::default(), FieldTable::default())
             .await?;
+
+        for delay in &self.retry_delays {
+            let mut args = quorum_args();
+            // Expired messages go back to the submission exchange: that is the retry.
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.exchange.clone().into()));
+            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(SUBMISSION_KEY.into()));
+            args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+            // Messages carry their own jittered expiration; this caps it.
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(Self::retry_ttl(*delay).as_millis() as i64));
+            ch.queue_declare(&self.retry_queue_name(*delay), durable_queue(), args).await?;
+        }
         Ok(())
     }
 
@@ -70,6 +111,9 @@ impl Topology {
     pub async fn delete(&self, ch: &Channel) -> Result<(), lapin::Error> {
         ch.queue_delete(&self.queue, QueueDeleteOptions::default()).await?;
         ch.queue_delete(&self.dead_queue, QueueDeleteOptions::default()).await?;
+        for delay in &self.retry_delays {
+            ch.queue_delete(&self.retry_queue_name(*delay), QueueDeleteOptions::default()).await?;
+        }
         ch.exchange_delete(&self.exchange, ExchangeDeleteOptions::default()).await?;
         ch.exchange_delete(&self.dead_exchange, ExchangeDeleteOptions::default()).await?;
         Ok(())

@@ -241,7 +241,7 @@ pub fn prepare(
     shutdown: CancellationToken,
 ) -> std::io::Result<Prepared<impl std::future::Future<Output = std::io::Result<()>> + Send + 'static>> {
     let addr = listener.local_addr()?;
-    let topology = Topology::new(&settings.queue_prefix, settings.broker.delivery_limit);
+    let topology = Topology::from_settings(settings);
     let publisher = Publisher::new(settings, topology, "moka-ingest ingress");
     let broker_stop = CancellationToken::new();
     let supervisor = tokio::spawn(publisher.clone().run(broker_stop.clone()));

@@ -17,6 +17,8 @@ pub enum FailureKind {
     Database,
     /// Attachments could not be fetched.
     Attachment,
+    /// Delivered again and again without completing: it crashes or hangs the worker.
+    DeliveryLimit,
 }
 
 impl FailureKind {
@@ -26,6 +28,7 @@ impl FailureKind {
             FailureKind::Validation => "validation",
             FailureKind::Database => "database",
             FailureKind::Attachment => "attachment",
+            FailureKind::DeliveryLimit => "delivery_limit",
         }
     }
 }

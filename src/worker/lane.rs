@@ -72,7 +72,7 @@ async fn consume(worker: &Worker, id: usize, shutdown: &CancellationToken, delay
         };
         // A batch in progress is finished even if shutdown arrives meanwhile (unless it is
         // waiting for the database, then it is left to be redelivered).
-        match worker.process_batch(&batch, shutdown).await {
+        match worker.process_deliveries(&batch, shutdown).await {
             Ok(()) => {}
             Err(BatchError::Shutdown) => break Ok(()),
             Err(BatchError::Broker(e)) => break Err(e),

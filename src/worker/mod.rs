@@ -1,14 +1,23 @@
-//! The worker: consumes submissions, validates and normalizes them, writes them to PostgreSQL in
-//! batches, dead-letters what cannot be processed, and acknowledges only after the commit.
+//! The worker: consumes submissions, validates and normalizes them, fetches their attachments,
+//! writes them to PostgreSQL in batches, and acknowledges only after the commit. What fails
+//! for a moment is retried later through delay queues ([`retry`]); what cannot succeed goes to the
+//! dead-letter queue with its reason ([`dead_letter`]).
 //!
-//! Each of `worker.concurrency` lanes has its own broker connection, consumer and batch loop, so
-//! one lane's slow batch doesn't stall the others. Any number of worker processes can consume the
-//! same queue (horizontal scaling): correctness comes from the database (see [`crate::store::candidates`]).
+//! Modules: [`lane`] (one consumer and its batch loop), [`batch`] (one batch: guard against
+//! poison messages, validate, fetch, write, settle), [`write`] (the database write with in-place
+//! retries), [`retry`] and [`dead_letter`] (where failed messages go), [`attachments`].
+//!
+//! Each of `worker.concurrency` lanes has its own broker connection, so one lane's slow batch
+//! doesn't stall the others. Any number of worker processes can consume the same queue
+//! (horizontal scaling): correctness comes from the database (see [`crate::store::candidates`]).
 
 pub mod attachments;
+mod batch;
 mod dead_letter;
 pub mod failure;
 mod lane;
+mod retry;
+mod write;
 
 use std::{
     sync::{
@@ -18,28 +27,22 @@ use std::{
     time::Duration,
 };
 
-use chrono::Datelike;
 use deadpool_postgres::Pool;
 use lapin::message::Delivery;
-use rand::Rng;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
 use crate::{
     broker::{
-        envelope::{header_int, Envelope, Meta},
+        envelope::{header_int, Meta},
         publisher::Publisher,
-        topology::{Topology, DEAD_KEY},
+        topology::Topology,
     },
     config::Settings,
-    domain::candidate::{self, Candidate},
+    domain::candidate::Candidate,
     ops,
-    store::{
-        self,
-        candidates::{DeadRecord, Item, Outcome},
-        DbError,
-    },
+    store::{self, DbError},
 };
 use failure::Failure;
 
@@ -59,8 +62,8 @@ pub struct Worker {
     settings: Settings,
     topology: Topology,
     pool: Pool,
-    /// Publishes dead letters (confirmed before the original is acknowledged).
-    dead_letters: Arc<Publisher>,
+    /// Publishes dead letters and retries (confirmed before the original is acknowledged).
+    publisher: Arc<Publisher>,
     attachments: attachments::Attachments,
     /// `host:pid`, recorded in dead letters.
     name: String,
@@ -92,10 +95,26 @@ struct Dead {
     attempts: i32,
 }
 
-/// Deliveries so far, from the quorum queue's `x-delivery-count` (absent on the first delivery).
+/// A message that failed for now and will be retried after a delay.
+struct Retry {
+    index: usize,
+    failure: Failure,
+}
+
+/// Retries through the delay queues so far (`x-retry-count`, set when a message is moved there).
+fn retries(delivery: &Delivery) -> u32 {
+    delivery.properties.headers().as_ref().and_then(|h| header_int(h, "x-retry-count")).unwrap_or(0) as u32
+}
+
+/// Returns of this copy to the queue (crash, hang, lost connection): the quorum queue's
+/// `x-delivery-count`, absent on a first delivery.
+fn redeliveries(delivery: &Delivery) -> u32 {
+    delivery.properties.headers().as_ref().and_then(|h| header_int(h, "x-delivery-count")).unwrap_or(0) as u32
+}
+
+/// Processing attempts so far, this one included.
 fn attempts(delivery: &Delivery) -> i32 {
-    let count = delivery.properties.headers().as_ref().and_then(|h| header_int(h, "x-delivery-count")).unwrap_or(0);
-    count as i32 + 1
+    (retries(delivery) + redeliveries(delivery) + 1) as i32
 }
 
 /// Runs migrations (if configured) and starts the worker; `ops_listener` serves its /metrics,
@@ -115,26 +134,26 @@ pub async fn spawn_with_lookup(
     if settings.worker.migrate_on_start {
         migrate_when_reachable(settings, &shutdown).await?;
     }
-    let topology = Topology::new(&settings.queue_prefix, settings.broker.delivery_limit);
-    let dead_letters = Publisher::new(settings, topology.clone(), "moka-ingest worker");
+    let topology = Topology::from_settings(settings);
+    let publisher = Publisher::new(settings, topology.clone(), "moka-ingest worker");
     let worker = Arc::new(Worker {
         settings: settings.clone(),
         topology,
         pool: store::pool(settings)?,
-        dead_letters: dead_letters.clone(),
+        publisher: publisher.clone(),
         attachments: attachments::Attachments::with_lookup(&settings.attachments, lookup).map_err(StartError::Attachments)?,
         name: dead_letter::worker_name(),
         lanes_up: AtomicUsize::new(0),
     });
-    let publisher_stop = CancellationToken::new();
-    let publisher_task = tokio::spawn(dead_letters.run(publisher_stop.clone()));
+    let background_stop = CancellationToken::new();
+    let publisher_task = tokio::spawn(publisher.run(background_stop.clone()));
+    let depth_task = tokio::spawn(watch_dead_letter_depth(worker.clone(), background_stop.clone()));
 
     let ops_addr = ops_listener.local_addr()?;
     let ready_worker = worker.clone();
     let ready: ops::Readiness = Arc::new(move || ready_worker.readiness());
-    let ops_stop = CancellationToken::new();
     let ops_task = tokio::spawn({
-        let stop = ops_stop.clone();
+        let stop = background_stop.clone();
         async move { axum::serve(ops_listener, ops::router(ready)).with_graceful_shutdown(stop.cancelled_owned()).await }
     });
 
@@ -146,10 +165,8 @@ pub async fn spawn_with_lookup(
         for lane in lanes {
             let _ = lane.await;
         }
-        publisher_stop.cancel();
-        let _ = publisher_task.await;
-        ops_stop.cancel();
-        let _ = ops_task.await;
+        background_stop.cancel();
+        let _ = tokio::join!(publisher_task, depth_task, ops_task);
         worker.pool.close();
         info!("worker stopped");
     });
@@ -162,194 +179,23 @@ impl Worker {
         if up < self.settings.worker.concurrency {
             return Err(format!("{up} of {} consumers connected", self.settings.worker.concurrency));
         }
-        if !self.dead_letters.is_ready() {
-            return Err("dead-letter publisher not connected".into());
+        if !self.publisher.is_ready() {
+            return Err("publisher (retries, dead letters) not connected".into());
         }
         Ok(())
     }
+}
 
-    /// Processes one batch of deliveries from one channel and acknowledges it. Returns an error
-    /// (without acknowledging) when it must be retried on a fresh connection, or on shutdown.
-    async fn process_batch(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Result<(), BatchError> {
-        let started = std::time::Instant::now();
-        let year = chrono::Utc::now().year();
-        let mut ready = Vec::with_capacity(deliveries.len());
-        let mut dead = Vec::new();
-        for (index, d) in deliveries.iter().enumerate() {
-            let attempts = attempts(d);
-            match Envelope::from_delivery(&d.properties, &d.data) {
-                Err(e) => dead.push(Dead { index, meta: None, failure: e.into(), attempts }),
-                Ok(env) => match candidate::parse(&env.payload, year) {
-                    Ok(candidate) => ready.push(Ready { index, meta: env.meta, payload: env.payload, candidate, attempts }),
-                    Err(fields) => dead.push(Dead { index, meta: Some(env.meta), failure: fields.into(), attempts }),
-                },
-            }
+/// Keeps `moka_dead_letter_queue_depth` current, for alerting.
+async fn watch_dead_letter_depth(worker: Arc<Worker>, stop: CancellationToken) {
+    loop {
+        if let Some(depth) = worker.publisher.queue_depth(&worker.topology.dead_queue).await {
+            metrics::gauge!("moka_dead_letter_queue_depth").set(depth as f64);
         }
-
-        // Attachments first: a message whose files cannot be fetched right now is retried as a whole.
-        let (records, retry) = self.fetch_attachments(&mut ready).await;
-        let outcomes = self.store_with_retry(&mut ready, &records, &mut dead, deliveries, shutdown).await?;
-
-        for d in &dead {
-            let delivery = &deliveries[d.index];
-            let (message_id, moka_id) = d.meta.as_ref().map(|m| (m.message_id.to_string(), m.moka_id.clone())).unwrap_or_default();
-            let props = dead_letter::properties(&delivery.properties, &d.failure, d.attempts, &self.name);
-            self.dead_letters
-                .publish(&self.topology.dead_exchange, DEAD_KEY, &delivery.data, props)
-                .instrument(tracing::info_span!("dead_letter", %message_id, %moka_id))
-                .await
-                .map_err(|e| BatchError::Broker(format!("dead-letter publish failed: {e}")))?;
-            warn!(%message_id, %moka_id, kind = d.failure.kind.as_str(), reason = %d.failure.message, "message dead-lettered");
-            metrics::counter!("moka_worker_messages_total", "outcome" => "dead").increment(1);
-            metrics::counter!("moka_worker_dead_letters_total", "reason" => d.failure.kind.as_str()).increment(1);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = stop.cancelled() => return,
         }
-        for o in outcomes {
-            metrics::counter!("moka_worker_messages_total", "outcome" => o.as_str()).increment(1);
-        }
-
-        // Transient failures go back to the queue (settled first, so that the multiple-ack below
-        // does not cover them).
-        for (index, why) in &retry {
-            warn!(reason = %why, "transient failure; message returned to the queue");
-            metrics::counter!("moka_worker_messages_total", "outcome" => "retry").increment(1);
-            deliveries[*index]
-                .acker
-                .nack(lapin::options::BasicNackOptions { multiple: false, requeue: true })
-                .await
-                .map_err(|e| BatchError::Broker(format!("nack failed: {e}")))?;
-        }
-        // Everything else is committed (or dead-lettered): acknowledge up to the last such tag.
-        if let Some(last) = deliveries.iter().enumerate().rev().find(|(i, _)| !retry.iter().any(|(r, _)| r == i)) {
-            last.1
-                .acker
-                .ack(lapin::options::BasicAckOptions { multiple: true })
-                .await
-                .map_err(|e| BatchError::Broker(format!("ack failed: {e}")))?;
-        }
-        metrics::histogram!("moka_worker_batch_seconds").record(started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// Downloads the attachments of `ready` that are not stored yet. Messages with a transient
-    /// failure leave `ready` and are returned (batch index, reason) to be retried.
-    async fn fetch_attachments(&self, ready: &mut Vec<Ready>) -> (Vec<attachments::Record>, Vec<(usize, String)>) {
-        let mut jobs = Vec::new();
-        for (i, r) in ready.iter().enumerate() {
-            for (kind, url) in attachments::wanted(&r.candidate) {
-                jobs.push((i, r.candidate.moka_id.clone(), kind, url));
-            }
-        }
-        if jobs.is_empty() {
-            return (Vec::new(), Vec::new());
-        }
-        // A link already stored for this candidate (a redelivery, a replay) is not fetched again.
-        let ids: Vec<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
-        let stored: std::collections::HashSet<(String, String, String)> = match self.stored_links(&ids).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot read stored attachments; fetching again");
-                Default::default()
-            }
-        };
-        jobs.retain(|(_, id, kind, url)| !stored.contains(&(id.clone(), kind.as_str().to_owned(), url.clone())));
-        let mut records = Vec::new();
-        let mut failed: std::collections::BTreeMap<usize, String> = Default::default();
-        for (owner, result) in self.attachments.fetch_all(jobs).await {
-            match result {
-                Ok(record) => records.push(record),
-                Err(why) => {
-                    failed.entry(owner).or_insert(why);
-                }
-            }
-        }
-        let mut retry = Vec::new();
-        let mut keep = Vec::with_capacity(ready.len());
-        for (i, r) in ready.drain(..).enumerate() {
-            match failed.remove(&i) {
-                Some(why) => retry.push((r.index, why)),
-                None => keep.push(r),
-            }
-        }
-        // The records of a retried message are written all the same: its files that did arrive
-        // are not fetched again when it comes back.
-        *ready = keep;
-        (records, retry)
-    }
-
-    async fn stored_links(&self, ids: &[&str]) -> Result<std::collections::HashSet<(String, String, String)>, DbError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query("SELECT moka_id, kind, url FROM candidate_attachments WHERE moka_id = ANY($1) AND status = 'stored'", &[&ids])
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
-    }
-
-    /// Writes the batch, retrying transient database failures with backoff (the messages stay
-    /// unacknowledged meanwhile). Items the database refuses move to `dead`.
-    async fn store_with_retry(
-        &self,
-        ready: &mut Vec<Ready>,
-        records: &[attachments::Record],
-        dead: &mut Vec<Dead>,
-        deliveries: &[Delivery],
-        shutdown: &CancellationToken,
-    ) -> Result<Vec<Outcome>, BatchError> {
-        let mut delay = Duration::from_millis(self.settings.broker.reconnect_min_ms);
-        loop {
-            let result = self.write(ready, records, dead).await;
-            match result {
-                Ok(outcomes) => return Ok(outcomes),
-                Err(e) if e.is_transient() => {
-                    metrics::counter!("moka_worker_db_retries_total").increment(1);
-                    warn!(error = %e, retry_in = ?delay, batch = deliveries.len(), "database write failed; will retry");
-                    let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
-                    tokio::select! {
-                        _ = tokio::time::sleep(jittered) => {}
-                        _ = shutdown.cancelled() => return Err(BatchError::Shutdown),
-                    }
-                    delay = (delay * 2).min(Duration::from_millis(self.settings.broker.reconnect_max_ms));
-                }
-                Err(e) => {
-                    // Something in the batch is refused: find it by writing the items one by one.
-                    warn!(error = %e, "batch refused by the database; isolating the bad messages");
-                    self.isolate(ready, dead).await?;
-                }
-            }
-        }
-    }
-
-    /// Writes each item alone; those refused permanently join `dead`.
-    async fn isolate(&self, ready: &mut Vec<Ready>, dead: &mut Vec<Dead>) -> Result<(), BatchError> {
-        let mut keep = Vec::with_capacity(ready.len());
-        for r in ready.drain(..) {
-            match self.write(std::slice::from_ref(&r), &[], &[]).await {
-                Err(DbError::Permanent(message)) => {
-                    let index = r.index;
-                    let failure = Failure::permanent(failure::FailureKind::Database, message);
-                    dead.push(Dead { index, meta: Some(r.meta), failure, attempts: r.attempts });
-                }
-                // Stored (it is recorded, so the batch write sees it as done) or to be retried.
-                _ => keep.push(r),
-            }
-        }
-        *ready = keep;
-        Ok(())
-    }
-
-    async fn write(&self, ready: &[Ready], records: &[attachments::Record], dead: &[Dead]) -> Result<Vec<Outcome>, DbError> {
-        let items: Vec<Item> = ready
-            .iter()
-            .map(|r| Item { meta: &r.meta, payload: &r.payload, candidate: &r.candidate, attempts: r.attempts })
-            .collect();
-        let dead_records: Vec<DeadRecord> = dead
-            .iter()
-            .filter_map(|d| d.meta.as_ref().map(|meta| DeadRecord { meta, attempts: d.attempts, error: d.failure.to_json() }))
-            .collect();
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let outcomes = store::candidates::write(&tx, &items, records, &dead_records).await?;
-        tx.commit().await?;
-        Ok(outcomes)
     }
 }
 

@@ -197,8 +197,12 @@ async fn an_endless_body_is_cut_at_the_deadline_and_the_message_is_kept() {
     let took = files.slow_dropped_at().unwrap() - started;
     assert!(took < Duration::from_millis(2500), "cut at the 1 s deadline, took {took:?}");
     assert_eq!(db.count("SELECT 1 FROM candidates").await, 0, "not stored without its resume");
+    // Retried through the (short) schedule, each time cut at the deadline, then dead with its reason.
+    assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
+    let dead = broker.drain(&broker.topology.dead_queue).await;
+    let h = dead[0].delivery.properties.headers().clone().unwrap();
+    assert_eq!(moka_ingest::broker::envelope::header_str(&h, "x-error-kind").as_deref(), Some("attachment"));
+    assert!(moka_ingest::broker::envelope::header_str(&h, "x-error-message").unwrap().contains("gave up after 3 retries"));
+    assert_eq!(files.hits("slow"), 4, "first attempt and three retries");
     worker.stop().await;
-    // Not lost: still in the queue (retrying) or, past the delivery limit, in the dead-letter queue.
-    let left = broker.depth(&broker.topology.queue).await + broker.depth(&broker.topology.dead_queue).await;
-    assert_eq!(left, 1);
 }

@@ -51,6 +51,7 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
         .env("MOKA_INGEST_KEYS", &keys)
         .env("AMQP_URL", AMQP_URL)
         .env("MOKA_INGEST_LOG_FORMAT", "json")
+        .env("MOKA_INGEST_RETRY__SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -103,6 +104,7 @@ fn service(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> to
         .env("AMQP_URL", AMQP_URL)
         .env("DATABASE_URL", &db.url)
         .env("MOKA_INGEST_ATTACHMENTS_DIR", crate::helpers::attachments_dir(prefix))
+        .env("MOKA_INGEST_RETRY__SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
         .stdout(Stdio::null())
         .kill_on_drop(true);
     for (k, v) in envs {

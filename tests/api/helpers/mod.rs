@@ -16,6 +16,8 @@ use moka_ingest::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Short retry delays, so that tests see the whole schedule in a few seconds.
+pub const TEST_RETRY_SCHEDULE: &str = "200ms,400ms,800ms";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const ACCESS_KEY: &str = "test-key";
 pub const SECRET: &str = "test-secret-0123456789";
@@ -44,7 +46,8 @@ impl TestBroker {
         let prefix = unique_prefix();
         let conn = broker::connect(AMQP_URL, "moka-ingest tests").await.expect("RabbitMQ on 127.0.0.1:5672");
         let ch = conn.create_channel().await.unwrap();
-        TestBroker { topology: Topology::new(&prefix, 5), prefix, _conn: conn, ch }
+        let delays = moka_ingest::config::parse_schedule(TEST_RETRY_SCHEDULE).unwrap();
+        TestBroker { topology: Topology::new(&prefix, 5, delays), prefix, _conn: conn, ch }
     }
 
     /// Messages ready in a queue.
@@ -117,6 +120,7 @@ pub fn settings(prefix: &str, extra: &[(&str, &str)]) -> Settings {
         ("amqp_url", AMQP_URL),
         ("broker.reconnect_min_ms", "50"),
         ("broker.reconnect_max_ms", "300"),
+        ("retry.schedule", TEST_RETRY_SCHEDULE),
     ];
     overrides.extend_from_slice(extra);
     Settings::with_overrides(&overrides).expect("test settings are valid")

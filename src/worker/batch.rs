@@ -1,0 +1,217 @@
+//! One batch of deliveries, from delivery to acknowledgement.
+//!
+//! Poison messages: a message that crashes (panics) or hangs the worker comes back with a
+//! higher `x-delivery-count`. Such redelivered messages are processed alone, so they cannot take
+//! their neighbours down with them again, and each segment runs under a panic guard and a
+//! timeout; a segment that fails that way is returned to the queue, whose delivery limit finally
+//! dead-letters the poison message.
+
+use std::{collections::HashSet, panic::AssertUnwindSafe, time::Duration};
+
+use chrono::Datelike;
+use futures_util::FutureExt;
+use lapin::{message::Delivery, options::BasicNackOptions};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::{
+    attachments, attempts, failure::{Failure, FailureKind}, redeliveries, retries, write::Stored, BatchError, Dead, Ready,
+    Retry, Worker,
+};
+use crate::{
+    broker::envelope::{header_str, Envelope},
+    domain::candidate,
+    store::DbError,
+};
+
+impl Worker {
+    /// Processes what one lane collected: fresh messages together, redelivered ones one by one,
+    /// in delivery order (so that each multiple-ack only covers settled messages).
+    pub(super) async fn process_deliveries(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Result<(), BatchError> {
+        let timeout = Duration::from_millis(self.settings.worker.batch_timeout_ms);
+        let mut start = 0;
+        while start < deliveries.len() {
+            let end = if redeliveries(&deliveries[start]) > 0 {
+                start + 1
+            } else {
+                start + deliveries[start..].iter().take_while(|d| redeliveries(d) == 0).count()
+            };
+            let segment = &deliveries[start..end];
+            if segment.len() == 1 && redeliveries(&segment[0]) + 1 >= self.settings.broker.delivery_limit {
+                self.note_last_chance(&segment[0]).await;
+            }
+            let guarded = AssertUnwindSafe(self.process_batch(segment, shutdown)).catch_unwind();
+            let why = match tokio::time::timeout(timeout, guarded).await {
+                Ok(Ok(result)) => {
+                    result?;
+                    None
+                }
+                Ok(Err(_panic)) => Some("processing panicked"),
+                Err(_elapsed) => Some("processing timed out"),
+            };
+            if let Some(why) = why {
+                // Back to the queue: its delivery count grows, and the queue's delivery limit
+                // dead-letters a message that keeps doing this.
+                error!(messages = segment.len(), reason = why, "returning possibly poisonous messages to the queue");
+                metrics::counter!("moka_worker_poison_returns_total").increment(segment.len() as u64);
+                for d in segment {
+                    d.acker
+                        .nack(BasicNackOptions { multiple: false, requeue: true })
+                        .await
+                        .map_err(|e| BatchError::Broker(format!("nack failed: {e}")))?;
+                }
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Before the last delivery the queue allows, records the message as dead (delivery limit):
+    /// if it crashes the worker again the broker dead-letters it and SQL already says so; if it
+    /// succeeds, the row is overwritten with the real outcome.
+    async fn note_last_chance(&self, delivery: &Delivery) {
+        let Ok(env) = Envelope::from_delivery(&delivery.properties, &delivery.data) else { return };
+        let failure = Failure::permanent(
+            FailureKind::DeliveryLimit,
+            format!("delivered {} times without completing (crash or hang)", redeliveries(delivery) + 1),
+        );
+        let dead = [Dead { index: 0, meta: Some(env.meta), failure, attempts: attempts(delivery) }];
+        if let Err(e) = self.write(&[], &[], &dead).await {
+            warn!(error = %e, "cannot pre-record a possibly poisonous message");
+        }
+    }
+
+    /// Processes one segment and settles every message in it: stored, moved to a delay queue,
+    /// or dead-lettered, then acknowledged. Returns an error (without acknowledging) when the
+    /// segment must be redelivered: broker trouble, or shutdown while waiting for the database.
+    async fn process_batch(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Result<(), BatchError> {
+        let started = std::time::Instant::now();
+        let year = chrono::Utc::now().year();
+        let mut ready = Vec::with_capacity(deliveries.len());
+        let mut dead = Vec::new();
+        for (index, d) in deliveries.iter().enumerate() {
+            let attempts = attempts(d);
+            if d.properties.headers().as_ref().and_then(|h| header_str(h, "x-replayed-at")).is_some() {
+                metrics::counter!("moka_worker_replayed_messages_total").increment(1);
+            }
+            match Envelope::from_delivery(&d.properties, &d.data) {
+                Err(e) => dead.push(Dead { index, meta: None, failure: e.into(), attempts }),
+                Ok(env) => {
+                    #[cfg(feature = "fault-injection")]
+                    fault_injection(&env.payload).await;
+                    match candidate::parse(&env.payload, year) {
+                        Ok(candidate) => ready.push(Ready { index, meta: env.meta, payload: env.payload, candidate, attempts }),
+                        Err(fields) => dead.push(Dead { index, meta: Some(env.meta), failure: fields.into(), attempts }),
+                    }
+                }
+            }
+        }
+
+        // Attachments first: a message whose files cannot be fetched right now is retried whole.
+        let (records, mut retry) = self.fetch_attachments(&mut ready).await;
+        // Retries used up: those go to the dead-letter queue (and are recorded with the batch).
+        for r in std::mem::take(&mut retry) {
+            match self.topology.retry_queue(retries(&deliveries[r.index]) as usize) {
+                Some(_) => retry.push(r),
+                None => dead.push(self.exhausted(r.index, &deliveries[r.index], r.failure)),
+            }
+        }
+
+        let outcomes = match self.store(&mut ready, &records, &mut dead, shutdown).await? {
+            Stored::Written(outcomes) => outcomes,
+            Stored::Unavailable(e) => {
+                // The database stayed away: everything waits in the delay queues instead.
+                let failure = Failure::from(DbError::Transient(e));
+                retry.extend(ready.drain(..).map(|r| Retry { index: r.index, failure: failure.clone() }));
+                Vec::new()
+            }
+        };
+
+        for d in &dead {
+            self.dead_letter(&deliveries[d.index], d).await?;
+        }
+        for r in &retry {
+            self.retry_later(&deliveries[r.index], &r.failure).await?;
+        }
+        for o in outcomes {
+            metrics::counter!("moka_worker_messages_total", "outcome" => o.as_str()).increment(1);
+        }
+
+        // Every message of the segment is now committed, dead-lettered or in a delay queue.
+        let last = deliveries.last().expect("segments are never empty");
+        last.acker
+            .ack(lapin::options::BasicAckOptions { multiple: true })
+            .await
+            .map_err(|e| BatchError::Broker(format!("ack failed: {e}")))?;
+        metrics::histogram!("moka_worker_batch_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Downloads the attachments of `ready` that are not stored yet. Messages with a transient
+    /// failure leave `ready` and are returned to be retried.
+    async fn fetch_attachments(&self, ready: &mut Vec<Ready>) -> (Vec<attachments::Record>, Vec<Retry>) {
+        let mut jobs = Vec::new();
+        for (i, r) in ready.iter().enumerate() {
+            for (kind, url) in attachments::wanted(&r.candidate) {
+                jobs.push((i, r.candidate.moka_id.clone(), kind, url));
+            }
+        }
+        if jobs.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        // A link already stored for this candidate (a redelivery, a replay) is not fetched again.
+        let ids: Vec<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
+        let stored = match self.stored_links(&ids).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot read stored attachments; fetching again");
+                HashSet::new()
+            }
+        };
+        jobs.retain(|(_, id, kind, url)| !stored.contains(&(id.clone(), kind.as_str().to_owned(), url.clone())));
+        let mut records = Vec::new();
+        let mut failed: std::collections::BTreeMap<usize, String> = Default::default();
+        for (owner, result) in self.attachments.fetch_all(jobs).await {
+            match result {
+                Ok(record) => records.push(record),
+                Err(why) => {
+                    failed.entry(owner).or_insert(why);
+                }
+            }
+        }
+        let mut retry = Vec::new();
+        let mut keep = Vec::with_capacity(ready.len());
+        for (i, r) in ready.drain(..).enumerate() {
+            match failed.remove(&i) {
+                Some(why) => {
+                    let failure = Failure { kind: FailureKind::Attachment, transient: true, message: why, fields: Vec::new() };
+                    retry.push(Retry { index: r.index, failure });
+                }
+                None => keep.push(r),
+            }
+        }
+        // The records of a retried message are written all the same: its files that did arrive
+        // are not fetched again when it comes back.
+        *ready = keep;
+        (records, retry)
+    }
+
+    async fn stored_links(&self, ids: &[&str]) -> Result<HashSet<(String, String, String)>, DbError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT moka_id, kind, url FROM candidate_attachments WHERE moka_id = ANY($1) AND status = 'stored'", &[&ids])
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+}
+
+/// Test builds only: a payload with `"__moka_fault": "panic"` or `"hang"` misbehaves on purpose.
+#[cfg(feature = "fault-injection")]
+async fn fault_injection(payload: &str) {
+    let fault = serde_json::from_str::<serde_json::Value>(payload).ok().and_then(|v| v["__moka_fault"].as_str().map(str::to_owned));
+    match fault.as_deref() {
+        Some("panic") => panic!("fault injection: poison message"),
+        Some("hang") => std::future::pending::<()>().await,
+        _ => {}
+    }
+}
