@@ -10,9 +10,11 @@
 //! - [`ops`], [`telemetry`], [`shutdown`]: health and metrics endpoints, logs, signals.
 //! - [`sign`]: the signing helper for integrators.
 
+pub mod admin;
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod dlq;
 pub mod domain;
 pub mod ingress;
 pub mod ops;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use moka_ingest::{app, config::Settings, ingress::signature::Encoding, shutdown, sign::SignedRequest, telemetry};
+use moka_ingest::{admin, app, config::Settings, dlq::Selection, ingress::signature::Encoding, shutdown, sign::SignedRequest, telemetry};
 
 /// mimalloc: the ingress allocates a few short-lived buffers per request (body, decoded
 /// parameters); glibc malloc spent ~12% of the ingress's CPU on them under load.
@@ -32,8 +32,57 @@ enum Command {
     All,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Inspect and act on the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Print a signed request body (or a curl command), or send it.
     Sign(SignArgs),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// One line per dead message; removes nothing.
+    List {
+        /// At most this many messages.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only this reason (validation, envelope, database, attachment, delivery_limit).
+        #[arg(long)]
+        reason: Option<String>,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole message: envelope, payload and error.
+    Show {
+        message_id: String,
+    },
+    /// Republish the selected messages to the submission queue with a fresh attempt count.
+    Replay {
+        #[arg(long, conflicts_with_all = ["id", "reason", "candidate"])]
+        all: bool,
+        /// Message ids (repeatable).
+        #[arg(long, num_args = 1..)]
+        id: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// A Moka candidate id.
+        #[arg(long)]
+        candidate: Option<String>,
+        /// Say what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove messages from the dead-letter queue for good.
+    Purge {
+        #[arg(long, num_args = 1.., required_unless_present = "all")]
+        id: Vec<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Required: purging cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -87,7 +136,11 @@ async fn run(cli: Cli) -> Result<()> {
             std::process::exit(2);
         }
     };
-    telemetry::init_logging(&settings.log_format);
+    let target = match cli.command {
+        Command::Ingress | Command::Worker | Command::All => telemetry::LogTarget::Service,
+        _ => telemetry::LogTarget::Command,
+    };
+    telemetry::init_logging(&settings.log_format, target);
     telemetry::metrics();
     let shutdown = shutdown::on_signal();
     match cli.command {
@@ -99,8 +152,36 @@ async fn run(cli: Cli) -> Result<()> {
             println!("migrations applied: {}", if applied.is_empty() { "none pending".to_string() } else { applied.join(", ") });
             Ok(())
         }
+        Command::Dlq(cmd) => {
+            let ok = dlq(&settings, cmd).await?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Sign(_) => unreachable!("handled above"),
     }
+}
+
+async fn dlq(settings: &Settings, cmd: DlqCommand) -> Result<bool> {
+    let ok = match cmd {
+        DlqCommand::List { limit, reason, json } => admin::list(settings, limit, reason, json).await?,
+        DlqCommand::Show { message_id } => admin::show(settings, &message_id).await?,
+        DlqCommand::Replay { all, id, reason, candidate, dry_run } => {
+            let selection = Selection { all, ids: id, reason, candidate };
+            if selection.is_empty() {
+                anyhow::bail!("say what to replay: --all, --id ID…, --reason KIND or --candidate MOKA_ID");
+            }
+            admin::replay(settings, &selection, dry_run).await?
+        }
+        DlqCommand::Purge { id, all, yes } => {
+            if !yes {
+                anyhow::bail!("purging cannot be undone; add --yes");
+            }
+            admin::purge(settings, &id, all).await?
+        }
+    };
+    Ok(ok)
 }
 
 async fn sign(args: SignArgs) -> Result<()> {

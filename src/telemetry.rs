@@ -6,11 +6,26 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
 
-/// Installs the global log subscriber. `RUST_LOG` filters (default `info`).
-pub fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// How a command logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Services: stdout, `info` by default.
+    Service,
+    /// Operator commands: stderr (stdout is their output), `warn` by default.
+    Command,
+}
+
+/// Installs the global log subscriber. `RUST_LOG` filters.
+pub fn init_logging(format: &str, target: LogTarget) {
+    let default = if target == LogTarget::Service { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = fmt().with_env_filter(filter).with_target(false);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = match (format == "json", target) {
+        (true, LogTarget::Service) => builder.json().try_init(),
+        (true, LogTarget::Command) => builder.json().with_writer(std::io::stderr).try_init(),
+        (false, LogTarget::Service) => builder.try_init(),
+        (false, LogTarget::Command) => builder.with_writer(std::io::stderr).try_init(),
+    };
 }
 
 /// The process-wide Prometheus recorder, installed on first use (so every role, and every test

@@ -41,6 +41,14 @@ pub async fn run(worker: Arc<Worker>, id: usize, shutdown: CancellationToken) {
 /// One connection's life. Returns `Ok` on shutdown, `Err` when the connection must be replaced.
 async fn consume(worker: &Worker, id: usize, shutdown: &CancellationToken, delay: &mut Duration) -> Result<(), String> {
     let s = &worker.settings;
+    // Consume only once failed messages can be moved on (retries, dead letters): otherwise the
+    // first failures would bounce back to the queue and count as redeliveries.
+    while !worker.publisher.is_ready() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
     let conn = broker::connect(s.amqp_url.expose_secret(), &format!("moka-ingest worker lane {id}"))
         .await
         .map_err(|e| format!("connect: {e}"))?;

@@ -4,6 +4,7 @@
 
 mod attachments;
 mod cli;
+mod failures;
 mod helpers;
 mod ingress;
 mod worker;

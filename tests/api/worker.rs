@@ -6,7 +6,7 @@ use chrono::{NaiveDate, Utc};
 use moka_ingest::{broker::envelope::Meta, store};
 
 use crate::helpers::{
-    self, candidate_payload, proxy::Proxy, signed, worker_settings, TestBroker, TestDb, TestIngress, TestWorker,
+    self, candidate_payload, signed, worker_settings, TestBroker, TestDb, TestIngress, TestWorker,
 };
 
 const INVALID: &str = r#"{"id":"bad-1","name":"","email":["x"],"operator":"李四","jobTitle":"dev"}"#;
@@ -217,32 +217,4 @@ async fn migrations_are_safe_when_several_workers_start_at_once() {
     applied.sort();
     assert_eq!(applied, ["V1__candidates", "V2__attachments"], "each migration applied exactly once");
     assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 2);
-}
-
-#[tokio::test]
-async fn a_database_outage_delays_but_loses_nothing() {
-    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
-    store::migrate::run(&worker_settings(&broker.prefix, &db, &[])).await.unwrap();
-    let proxy = Proxy::start("127.0.0.1:5432").await;
-    let url = TestDb::url_via(&db.schema, &proxy.addr.to_string());
-    let settings = worker_settings(&broker.prefix, &db, &[("database_url", &url), ("worker.migrate_on_start", "false")]);
-    let worker = TestWorker::spawn(&settings).await;
-    broker.declare().await;
-    for i in 0..10 {
-        broker.publish(&Meta::new("ak", helpers::now(), &format!("o-{i}"), Utc::now()), &candidate_payload(&format!("o-{i}"), "x")).await;
-    }
-    assert_eq!(db.wait_count("SELECT 1 FROM submissions", 10, WAIT).await, 10);
-
-    proxy.cut();
-    for i in 10..30 {
-        broker.publish(&Meta::new("ak", helpers::now(), &format!("o-{i}"), Utc::now()), &candidate_payload(&format!("o-{i}"), "x")).await;
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(db.count("SELECT 1 FROM submissions").await, 10, "nothing is written while the database is away");
-    proxy.restore();
-    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 30, WAIT).await, 30);
-    assert_eq!(db.count("SELECT 1 FROM candidates").await, 30);
-    assert_eq!(broker.wait_depth(&broker.topology.queue, 0).await, 0);
-    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 0, "none dead");
-    worker.stop().await;
 }

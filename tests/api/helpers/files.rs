@@ -17,6 +17,7 @@ use axum::{
     Router,
 };
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 /// A minimal valid PDF.
 pub const PDF: &[u8] = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n";
@@ -95,6 +96,8 @@ struct Shared {
     /// When the client gave up on /slow (its body was dropped).
     slow_dropped: Mutex<Option<Instant>>,
     blocked_target: Mutex<String>,
+    /// `/switch` answers 503 until this is set.
+    switch_on: std::sync::atomic::AtomicBool,
 }
 
 pub struct FileServer {
@@ -128,6 +131,11 @@ impl FileServer {
 
     pub fn hits(&self, path: &str) -> usize {
         self.shared.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    /// Makes `/switch` answer 200 from now on.
+    pub fn switch_on(&self) {
+        self.shared.switch_on.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn slow_dropped_at(&self) -> Option<Instant> {
@@ -167,6 +175,18 @@ async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<String>) -> R
             });
             Body::from_stream(chunks).into_response()
         }
+        // A body that takes two seconds, then ends.
+        "slow2s" => {
+            let chunks = futures_util::stream::iter(0..20).then(|_| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, std::io::Error>(Bytes::from_static(b"%PDF-1.4 slow but complete\n"))
+            });
+            Body::from_stream(chunks).into_response()
+        }
+        "flaky3" if hit <= 3 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        "flaky3" => ([(header::CONTENT_TYPE, "application/pdf")], PDF).into_response(),
+        "switch" if !shared.switch_on.load(std::sync::atomic::Ordering::SeqCst) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        "switch" => ([(header::CONTENT_TYPE, "application/pdf")], PDF).into_response(),
         "missing" => StatusCode::NOT_FOUND.into_response(),
         "flaky" if hit == 1 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         "flaky" => ([(header::CONTENT_TYPE, "application/pdf")], PDF).into_response(),

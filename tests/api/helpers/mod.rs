@@ -43,10 +43,15 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub async fn new() -> TestBroker {
+        Self::with_schedule(TEST_RETRY_SCHEDULE).await
+    }
+
+    /// A namespace whose retry queues follow `schedule` (pass the same as `retry.schedule`).
+    pub async fn with_schedule(schedule: &str) -> TestBroker {
         let prefix = unique_prefix();
         let conn = broker::connect(AMQP_URL, "moka-ingest tests").await.expect("RabbitMQ on 127.0.0.1:5672");
         let ch = conn.create_channel().await.unwrap();
-        let delays = moka_ingest::config::parse_schedule(TEST_RETRY_SCHEDULE).unwrap();
+        let delays = moka_ingest::config::parse_schedule(schedule).unwrap();
         TestBroker { topology: Topology::new(&prefix, 5, delays), prefix, _conn: conn, ch }
     }
 
@@ -359,5 +364,26 @@ impl TestWorker {
             .await
             .expect("worker starts");
         TestWorker { shutdown, handle }
+    }
+}
+
+impl TestBroker {
+    /// Messages waiting in the delay queues.
+    pub async fn retry_depth(&self) -> u32 {
+        let mut n = 0;
+        for i in 0..self.topology.retry_delays.len() {
+            n += self.depth(&self.topology.retry_queue(i).unwrap().0).await;
+        }
+        n
+    }
+
+    /// Every message sent is either stored (applied or stale) or dead, and nothing is left in
+    /// flight: sent = stored + dead letters.
+    pub async fn assert_accounted(&self, db: &TestDb, sent: u32) {
+        assert_eq!(self.wait_depth(&self.topology.queue, 0).await, 0, "submission queue drained");
+        assert_eq!(self.retry_depth().await, 0, "nothing waiting to be retried");
+        let stored = db.count("SELECT 1 FROM submissions WHERE outcome IN ('applied', 'stale')").await as u32;
+        let dead = self.depth(&self.topology.dead_queue).await;
+        assert_eq!(stored + dead, sent, "sent = stored ({stored}) + dead letters ({dead})");
     }
 }

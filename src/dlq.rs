@@ -1,0 +1,260 @@
+//! `moka-ingest dlq`: the operator's view of the dead-letter queue: list, show, replay, purge.
+//!
+//! Every command works on a snapshot: it takes the messages that are in the queue when it starts
+//! (without acknowledging them), acts on the selected ones (a replay republishes, confirmed, and
+//! only then removes), and closes its channel, which puts every message it did not remove back.
+//! So listing loses nothing, and a replayed message that fails again at once lands behind the
+//! snapshot and is not replayed twice in one run.
+
+use std::io::{IsTerminal, Write};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use lapin::{
+    message::BasicGetMessage,
+    options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    publisher_confirm::Confirmation,
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel, Connection,
+};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use crate::{
+    broker::{
+        self,
+        envelope::{header_int, header_str},
+        topology::{Topology, SUBMISSION_KEY},
+    },
+    config::Settings,
+};
+
+/// Headers a replay removes: the failure's story starts afresh.
+const FAILURE_HEADERS: &[&str] = &[
+    "x-error-kind", "x-error-message", "x-error-fields", "x-attempts", "x-failed-by", "x-first-failed-at",
+    "x-last-failed-at", "x-last-error", "x-last-error-kind", "x-retry-count", "x-delivery-count", "x-death",
+    "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+/// One dead message, as an operator reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadMessage {
+    pub message_id: String,
+    pub moka_id: String,
+    /// The candidate's name, if the payload has one.
+    pub name: Option<String>,
+    /// `validation`, `envelope`, `database`, `attachment`, `delivery_limit`, …
+    pub reason: String,
+    pub error: String,
+    pub attempts: i64,
+    pub failed_at: Option<String>,
+    pub first_failed_at: Option<String>,
+    pub failed_by: Option<String>,
+    pub received_at: Option<String>,
+    pub tonce: Option<i64>,
+    pub payload: String,
+}
+
+/// Which messages a command acts on.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub all: bool,
+    pub ids: Vec<String>,
+    pub reason: Option<String>,
+    pub candidate: Option<String>,
+}
+
+impl Selection {
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.ids.is_empty() && self.reason.is_none() && self.candidate.is_none()
+    }
+
+    pub fn matches(&self, m: &DeadMessage) -> bool {
+        (self.all || !self.ids.is_empty() || self.reason.is_some() || self.candidate.is_some())
+            && (self.ids.is_empty() || self.ids.contains(&m.message_id))
+            && self.reason.as_ref().is_none_or(|r| *r == m.reason)
+            && self.candidate.as_ref().is_none_or(|c| *c == m.moka_id)
+    }
+}
+
+/// A message taken from the dead-letter queue and not yet acknowledged.
+pub struct Held {
+    pub message: DeadMessage,
+    raw: BasicGetMessage,
+}
+
+/// A session on the dead-letter queue.
+pub struct Dlq {
+    conn: Connection,
+    ch: Channel,
+    topology: Topology,
+}
+
+/// Counts for the closing summary line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub listed: usize,
+    pub replayed: usize,
+    pub failed: usize,
+    pub purged: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "listed {}, replayed {}, failed to replay {}, purged {}", self.listed, self.replayed, self.failed, self.purged)
+    }
+}
+
+impl Dlq {
+    pub async fn open(settings: &Settings) -> Result<Dlq, DlqError> {
+        let conn = broker::connect(settings.amqp_url.expose_secret(), "moka-ingest dlq").await?;
+        let ch = conn.create_channel().await?;
+        let topology = Topology::from_settings(settings);
+        topology.declare(&ch).await?;
+        // Replays are confirmed before the dead copy is removed.
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Dlq { conn, ch, topology })
+    }
+
+    /// Messages in the dead-letter queue now.
+    pub async fn depth(&self) -> Result<u32, DlqError> {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        Ok(self.ch.queue_declare(&self.topology.dead_queue, passive, FieldTable::default()).await?.message_count())
+    }
+
+    /// Takes (without acknowledging) the messages in the queue when called, up to `limit`.
+    pub async fn snapshot(&self, limit: Option<usize>) -> Result<Vec<Held>, DlqError> {
+        let total = self.depth().await? as usize;
+        let want = limit.map_or(total, |l| l.min(total));
+        let mut held = Vec::with_capacity(want);
+        while held.len() < want {
+            match self.ch.basic_get(&self.topology.dead_queue, BasicGetOptions { no_ack: false }).await? {
+                Some(raw) => held.push(Held { message: describe(&raw.delivery.properties, &raw.delivery.data), raw }),
+                None => break,
+            }
+        }
+        Ok(held)
+    }
+
+    /// Republishes `held` to the submission exchange with a fresh attempt count, and removes the
+    /// dead copy once the broker confirmed the new one.
+    pub async fn replay(&self, held: &Held) -> Result<(), String> {
+        let props = replay_properties(&held.raw.delivery.properties);
+        let confirm = self
+            .ch
+            .basic_publish(&self.topology.exchange, SUBMISSION_KEY, lapin::options::BasicPublishOptions { mandatory: true, immediate: false }, &held.raw.delivery.data, props)
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        match confirm {
+            Confirmation::Ack(None) => {}
+            Confirmation::Ack(Some(_)) => return Err("unroutable: the submission queue is not bound".into()),
+            _ => return Err("the broker refused the message".into()),
+        }
+        self.remove(held).await
+    }
+
+    /// Removes `held` from the dead-letter queue.
+    pub async fn remove(&self, held: &Held) -> Result<(), String> {
+        held.raw.delivery.acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())
+    }
+
+    /// Empties the dead-letter queue; returns how many were removed.
+    pub async fn purge_all(&self) -> Result<u32, DlqError> {
+        Ok(self.ch.queue_purge(&self.topology.dead_queue, Default::default()).await?)
+    }
+
+    /// Puts back everything taken and not removed.
+    pub async fn close(self) {
+        let _ = self.ch.close(200, "bye").await;
+        let _ = self.conn.close(200, "bye").await;
+    }
+}
+
+/// The original properties without the failure headers, marked with `x-replayed-at`.
+fn replay_properties(original: &BasicProperties) -> BasicProperties {
+    let mut h = FieldTable::default();
+    if let Some(old) = original.headers() {
+        for (k, v) in old.inner().iter().filter(|(k, _)| !FAILURE_HEADERS.contains(&k.as_str())) {
+            h.insert(k.clone(), v.clone());
+        }
+    }
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    h.insert("x-replayed-at".into(), AMQPValue::LongString(now.into()));
+    original.clone().with_headers(h)
+}
+
+/// Reads a dead message's story from its headers: the worker's `x-error-*`, or the broker's
+/// `x-death` when the broker dead-lettered it (delivery limit).
+pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
+    let empty = FieldTable::default();
+    let h = props.headers().as_ref().unwrap_or(&empty);
+    let death = first_death(h);
+    let death_str = |k: &str| death.as_ref().and_then(|d| header_str(d, k));
+    let death_time = death.as_ref().and_then(|d| match d.inner().get(&lapin::types::ShortString::from("time")) {
+        Some(AMQPValue::Timestamp(t)) => DateTime::<Utc>::from_timestamp(*t as i64, 0).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        _ => None,
+    });
+    let payload = String::from_utf8_lossy(body).into_owned();
+    let name = serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
+    let reason = header_str(h, "x-error-kind").or_else(|| death_str("reason")).unwrap_or_else(|| "unknown".into());
+    let error = header_str(h, "x-error-message")
+        .or_else(|| header_str(h, "x-last-error").map(|e| format!("{reason}; last error: {e}")))
+        .unwrap_or_else(|| match reason.as_str() {
+            "delivery_limit" => "delivered too many times without completing: it crashes or hangs the worker".into(),
+            other => format!("dead-lettered by the broker ({other})"),
+        });
+    let delivery_count = header_int(h, "x-delivery-count").unwrap_or(0);
+    DeadMessage {
+        message_id: props.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        moka_id: header_str(h, "x-moka-id").unwrap_or_default(),
+        name,
+        attempts: header_int(h, "x-attempts").unwrap_or(header_int(h, "x-retry-count").unwrap_or(0) + delivery_count + 1),
+        failed_at: header_str(h, "x-last-failed-at").or(death_time),
+        first_failed_at: header_str(h, "x-first-failed-at"),
+        failed_by: header_str(h, "x-failed-by"),
+        received_at: header_str(h, "x-received-at"),
+        tonce: header_int(h, "x-tonce"),
+        reason,
+        error,
+        payload,
+    }
+}
+
+fn first_death(h: &FieldTable) -> Option<FieldTable> {
+    match h.inner().get(&lapin::types::ShortString::from("x-death"))? {
+        AMQPValue::FieldArray(a) => match a.as_slice().first()? {
+            AMQPValue::FieldTable(t) => Some(t.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Writes `done/total` over itself on a terminal (stderr), for long runs.
+pub struct Progress {
+    total: usize,
+    on_terminal: bool,
+}
+
+impl Progress {
+    pub fn new(total: usize) -> Progress {
+        Progress { total, on_terminal: std::io::stderr().is_terminal() }
+    }
+
+    pub fn tick(&self, done: usize, verb: &str) {
+        if self.on_terminal && (done % 50 == 0 || done == self.total) {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r{verb} {done}/{}", self.total);
+            if done == self.total {
+                let _ = writeln!(err);
+            }
+        }
+    }
+}
