@@ -218,3 +218,29 @@ async fn migrations_are_safe_when_several_workers_start_at_once() {
     assert_eq!(applied, ["V1__candidates", "V2__attachments"], "each migration applied exactly once");
     assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 2);
 }
+
+#[tokio::test]
+async fn a_worker_that_loses_the_broker_reconnects_and_loses_nothing() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let proxy = crate::helpers::proxy::Proxy::start("127.0.0.1:5672").await;
+    let url = proxy.url();
+    let settings = worker_settings(&broker.prefix, &db, &[("amqp_url", &url)]);
+    broker.declare().await;
+    let worker = TestWorker::spawn(&settings).await;
+    for i in 0..5 {
+        broker.publish(&Meta::new("ak", helpers::now(), &format!("b-{i}"), Utc::now()), &candidate_payload(&format!("b-{i}"), "x")).await;
+    }
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions", 5, WAIT).await, 5);
+
+    proxy.cut();
+    for i in 5..15 {
+        broker.publish(&Meta::new("ak", helpers::now(), &format!("b-{i}"), Utc::now()), &candidate_payload(&format!("b-{i}"), "x")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(db.count("SELECT 1 FROM submissions").await, 5, "nothing consumed while cut off");
+    proxy.restore();
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 15, WAIT).await, 15);
+    assert_eq!(db.count("SELECT 1 FROM candidates").await, 15);
+    broker.assert_accounted(&db, 15).await;
+    worker.stop().await;
+}
