@@ -19,7 +19,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     $PSQL -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
-    for q in "$PREFIX.submissions" "$PREFIX.dead"; do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+    for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$PREFIX\."); do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Worker benchmark: drain N submissions (no attachments) from a pre-filled queue into PostgreSQL,
+# Worker benchmark: drain N submissions from a pre-filled queue into PostgreSQL,
 # with the yardstick's `ref-drain --schema full` and with `moka-ingest worker` (default settings),
 # side by side in one run, ROUNDS times. Both queues are filled by `limits load` through the
 # respective ingress. Needs RabbitMQ and PostgreSQL on 127.0.0.1.
+# No attachments: the load's payload links to http://url.com/file, which must not be fetched
+# (benchmarks talk to loopback only), so the worker runs with attachments.fetch = false, like
+# ref-drain, which fetches nothing either.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMITS_MANIFEST=${LIMITS_MANIFEST:-../shared/tools/limits/Cargo.toml}
@@ -25,7 +28,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     for s in "${SCHEMAS[@]}"; do $PSQL -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
-    for q in "$PREFIX.submissions" "$PREFIX.dead"; do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+    for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$PREFIX\."); do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
     rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -35,8 +38,14 @@ PIDS+=($!)
 MOKA_INGEST_LISTEN=127.0.0.1:18090 MOKA_INGEST_QUEUE_PREFIX=$PREFIX MOKA_INGEST_KEYS="$AK:$SECRET" "$M" ingress >/dev/null 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/readyz >/dev/null && break; sleep 0.1; done
+# ref-ingress has no readiness endpoint: wait until it answers at all.
+for _ in $(seq 100); do curl -s -o /dev/null -X POST http://127.0.0.1:18080/api/v2/moka_candidates && break; sleep 0.1; done
 
-fill() { "$L" load --url "$1" --secret "$SECRET" --access-key "$AK" --n "$N" --concurrency 64 >/dev/null; }
+fill() {
+    local out
+    out=$("$L" load --url "$1" --secret "$SECRET" --access-key "$AK" --n "$N" --concurrency 64 | tail -n 1)
+    grep -q "codes=200:$N errors=0" <<<"$out" || { echo "fill failed: $out" >&2; exit 1; }
+}
 now_ms() { date +%s%3N; }
 
 for round in $(seq "$ROUNDS"); do
@@ -54,7 +63,7 @@ for round in $(seq "$ROUNDS"); do
     $PSQL -c "CREATE SCHEMA $schema" >/dev/null
     url="postgres://root@127.0.0.1:5432/test?options=-c%20search_path%3D$schema"
     DATABASE_URL=$url "$M" migrate >/dev/null 2>&1
-    DATABASE_URL=$url MOKA_INGEST_QUEUE_PREFIX=$PREFIX MOKA_INGEST_KEYS="$AK:$SECRET" MOKA_INGEST_WORKER_LISTEN=127.0.0.1:18091 \
+    DATABASE_URL=$url MOKA_INGEST_QUEUE_PREFIX=$PREFIX MOKA_INGEST_KEYS="$AK:$SECRET" MOKA_INGEST_WORKER_LISTEN=127.0.0.1:18091 MOKA_INGEST_ATTACHMENTS__FETCH=false \
         "$M" worker >/dev/null 2>&1 &
     wpid=$!
     PIDS+=($wpid)

@@ -22,7 +22,7 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    for q in "$PREFIX.submissions" "$PREFIX.dead"; do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+    for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$PREFIX\."); do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
     rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -33,6 +33,7 @@ RUST_LOG=${RUST_LOG:-info} MOKA_INGEST_LISTEN=127.0.0.1:18090 MOKA_INGEST_QUEUE_
     MOKA_INGEST_KEYS="$AK:$SECRET" "$M" ingress >/dev/null 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/readyz >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -s -o /dev/null -X POST http://127.0.0.1:18080/api/v2/moka_candidates && break; sleep 0.1; done
 
 OUT=$(mktemp)
 for round in $(seq "$ROUNDS"); do

@@ -131,6 +131,8 @@ pub struct WorkerSettings {
 /// Attachment downloads and their storage.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AttachmentSettings {
+    /// Download linked files (false: keep the links only).
+    pub fetch: bool,
     /// `local` or `s3`.
     pub backend: String,
     /// Local backend root (`MOKA_INGEST_ATTACHMENTS_DIR`).

@@ -7,11 +7,6 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use moka_ingest::{admin, app, config::Settings, dlq::Selection, ingress::signature::Encoding, shutdown, sign::SignedRequest, telemetry};
 
-/// mimalloc: the ingress allocates a few short-lived buffers per request (body, decoded
-/// parameters); glibc malloc spent ~12% of the ingress's CPU on them under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "moka-ingest", version, about = "Moka candidates → RabbitMQ → PostgreSQL")]
 struct Cli {

@@ -19,7 +19,7 @@ pub struct Blobs {
     store: Arc<dyn ObjectStore>,
     /// Where downloads are staged before they are stored.
     pub tmp_dir: PathBuf,
-    /// Upload part size: S3 needs at least 5 MiB parts; local files stream in 1 MiB parts.
+    /// Upload part size: S3 needs at least 5 MiB parts; local files stream in 256 KiB parts.
     part_size: usize,
 }
 
@@ -30,7 +30,7 @@ impl Blobs {
             "local" => {
                 std::fs::create_dir_all(&settings.dir).map_err(|e| BlobError(format!("{}: {e}", settings.dir.display())))?;
                 let store = LocalFileSystem::new_with_prefix(&settings.dir).map_err(|e| err(&e))?;
-                Ok(Blobs { store: Arc::new(store), tmp_dir: settings.dir.join(".tmp"), part_size: 1 << 20 })
+                Ok(Blobs { store: Arc::new(store), tmp_dir: settings.dir.join(".tmp"), part_size: 256 << 10 })
             }
             "s3" => {
                 let store = object_store::aws::AmazonS3Builder::from_env()
@@ -66,7 +66,7 @@ impl Blobs {
         let upload = self.store.put_multipart(&location).await.map_err(|e| err(&e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
         let mut file = tokio::fs::File::open(tmp).await.map_err(|e| err(&e))?;
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = vec![0u8; 64 << 10];
         loop {
             // At most two parts in flight: memory stays bounded whatever the file size.
             writer.wait_for_capacity(2).await.map_err(|e| err(&e))?;

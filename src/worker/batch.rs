@@ -150,6 +150,9 @@ impl Worker {
     /// Downloads the attachments of `ready` that are not stored yet. Messages with a transient
     /// failure leave `ready` and are returned to be retried.
     async fn fetch_attachments(&self, ready: &mut Vec<Ready>) -> (Vec<attachments::Record>, Vec<Retry>) {
+        if !self.settings.attachments.fetch {
+            return (Vec::new(), Vec::new());
+        }
         let mut jobs = Vec::new();
         for (i, r) in ready.iter().enumerate() {
             for (kind, url) in attachments::wanted(&r.candidate) {
