@@ -153,7 +153,7 @@ pub fn parse(payload: &str, current_year: i32) -> Result<Candidate, Vec<FieldErr
     };
 
     let operator = operator.expect("checked above");
-    let operator_text = |p: &mut Parser, key: &str| p.text_in(operator, &format!("operator.{key}"), key);
+    let operator_text = |p: &mut Parser, key: &str| p.text_in(operator, "operator", key);
     let operator_name = operator_text(&mut p, "name");
     let operator_email = operator_text(&mut p, "email").map(|e| fields::email(&e).0);
     let operator_phone = operator_text(&mut p, "phone").map(|ph| fields::phone(&ph).value);
@@ -239,19 +239,21 @@ impl<'a> Parser<'a> {
 
     fn optional_text(&mut self, key: &str) -> Option<String> {
         let obj = self.obj;
-        self.text_in(obj, key, key)
+        self.text_in(obj, "", key)
     }
 
-    /// An optional text at `obj[key]`, reported as `field`: empty is none; numbers and booleans
-    /// are read as text; arrays and objects are kept only in the raw payload, with a warning.
-    fn text_in(&mut self, obj: &Map<String, Value>, field: &str, key: &str) -> Option<String> {
+    /// An optional text at `obj[key]`, reported as `prefix.key`: empty is none; numbers and
+    /// booleans are read as text; arrays and objects are kept only in the raw payload, with a warning.
+    fn text_in(&mut self, obj: &Map<String, Value>, prefix: &str, key: &str) -> Option<String> {
         match obj.get(key)? {
             Value::Null => None,
-            Value::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
+            Value::String(s) => Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned),
             Value::Number(n) => Some(n.to_string()),
             Value::Bool(b) => Some(b.to_string()),
             other => {
-                self.warn(field, format!("expected text, got {}", kind(other)));
+                // The field name is built only here: this runs for every field of every entry.
+                let field = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
+                self.warn(&field, format!("expected text, got {}", kind(other)));
                 None
             }
         }
@@ -275,16 +277,17 @@ impl<'a> Parser<'a> {
     }
 
     /// A list field that may also be given as a single object (or empty).
-    fn entries(&mut self, key: &str) -> Vec<Map<String, Value>> {
-        match self.obj.get(key) {
+    fn entries(&mut self, key: &str) -> Vec<&'a Map<String, Value>> {
+        let obj: &'a Map<String, Value> = self.obj;
+        match obj.get(key) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) if s.trim().is_empty() => Vec::new(),
-            Some(Value::Object(o)) => vec![o.clone()],
+            Some(Value::Object(o)) => vec![o],
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
                 .filter_map(|(i, item)| match item {
-                    Value::Object(o) => Some(o.clone()),
+                    Value::Object(o) => Some(o),
                     other => {
                         self.warn(&format!("{key}[{i}]"), format!("expected an object, got {}", kind(other)));
                         None
@@ -301,7 +304,7 @@ impl<'a> Parser<'a> {
     /// Start and end of an entry; `end` may be an ongoing word.
     fn period(&mut self, field: &str, entry: &Map<String, Value>) -> (DateField, DateField, bool) {
         let read = |p: &mut Self, key: &str| -> (DateField, bool) {
-            let raw = p.text_in(entry, &format!("{field}.{key}"), key);
+            let raw = p.text_in(entry, field, key);
             let parsed = raw.as_deref().map(dates::parse);
             match (raw, parsed) {
                 (None, _) => (DateField::default(), false),
@@ -326,14 +329,14 @@ impl<'a> Parser<'a> {
     fn education(&mut self, i: usize, e: &Map<String, Value>) -> Education {
         let field = format!("educationInfo[{i}]");
         let (start, end, is_current) = self.period(&field, e);
-        let academic_degree_raw = self.text_in(e, &format!("{field}.academicDegree"), "academicDegree");
+        let academic_degree_raw = self.text_in(e, &field, "academicDegree");
         let academic_degree = academic_degree_raw.as_deref().map(|raw| self.degree(&format!("{field}.academicDegree"), raw));
         Education {
             start,
             end,
             is_current,
-            school: self.text_in(e, &format!("{field}.school"), "school"),
-            speciality: self.text_in(e, &format!("{field}.speciality"), "speciality"),
+            school: self.text_in(e, &field, "school"),
+            speciality: self.text_in(e, &field, "speciality"),
             academic_degree,
             academic_degree_raw,
         }
@@ -346,8 +349,8 @@ impl<'a> Parser<'a> {
             start,
             end,
             is_current,
-            company: self.text_in(e, &format!("{field}.company"), "company"),
-            title: self.text_in(e, &format!("{field}.title"), "title"),
+            company: self.text_in(e, &field, "company"),
+            title: self.text_in(e, &field, "title"),
         }
     }
 }

@@ -29,13 +29,12 @@ pub fn parse(raw: &str) -> Option<When> {
             return Some(When::Date(d));
         }
     }
-    // Chinese: 2012年5月 / 2012年05月01日 / 2012年
-    let normalized: String = s
-        .replace("年", "-")
-        .replace("月", "-")
-        .replace(['日', '号'], "")
-        .trim_end_matches('-')
-        .to_string();
+    // Chinese: 2012年5月 / 2012年05月01日 / 2012年 (rewritten only when there is something to rewrite)
+    let normalized: std::borrow::Cow<str> = if s.is_ascii() {
+        s.into()
+    } else {
+        s.replace('年', "-").replace('月', "-").replace(['日', '号'], "").trim_end_matches('-').to_owned().into()
+    };
     let parts: Vec<&str> = normalized.split(['-', '.', '/']).map(str::trim).collect();
     let num = |p: &str| -> Option<u32> { (!p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten() };
     let ymd = match parts.as_slice() {

@@ -190,8 +190,9 @@ pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], attachments: &[Reco
 /// Upserts the winners; returns the ids that applied, and those of them that already existed.
 async fn upsert_candidates(tx: &Transaction<'_>, items: &[Item<'_>], winners: &[usize]) -> Result<(HashSet<String>, Vec<String>), DbError> {
     let c = |i: &usize| items[*i].candidate;
-    let text = |f: fn(&Candidate) -> &str| winners.iter().map(|i| f(c(i)).to_owned()).collect::<Vec<String>>();
-    let opt = |f: fn(&Candidate) -> Option<&str>| winners.iter().map(|i| f(c(i)).map(str::to_owned)).collect::<Vec<Option<String>>>();
+    // Borrowed columns: a batch is thousands of small strings, no need to copy them.
+    let text = |f: fn(&Candidate) -> &str| winners.iter().map(|i| f(c(i))).collect::<Vec<&str>>();
+    let opt = |f: fn(&Candidate) -> Option<&str>| winners.iter().map(|i| f(c(i))).collect::<Vec<Option<&str>>>();
     let moka_id = text(|c| &c.moka_id);
     let name = text(|c| &c.name);
     let phone = text(|c| &c.phone);
