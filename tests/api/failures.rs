@@ -129,7 +129,7 @@ async fn past_the_schedule_a_message_is_dead_with_its_reason_and_a_replay_stores
     let line = out.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("listed: {out}"));
     assert!(line.contains("down") && line.contains("attachment") && line.contains("张三"), "{line}");
     assert!(err.contains("listed 1"), "{err}");
-    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 1, "listing removes nothing");
+    assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1, "listing removes nothing");
     let (ok, out, _) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["show", &id]).await;
     assert!(ok);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -145,7 +145,7 @@ async fn past_the_schedule_a_message_is_dead_with_its_reason_and_a_replay_stores
     files.switch_on();
     let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["replay", "--dry-run", "--reason", "attachment"]).await;
     assert!(ok && err.contains("dry run") && err.contains("replayed 0"), "{err}");
-    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 1, "a dry run changes nothing");
+    assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1, "a dry run changes nothing");
     let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["replay", "--candidate", "down"]).await;
     assert!(ok, "{err}");
     assert!(err.contains("replayed 1, failed to replay 0"), "{err}");
@@ -244,7 +244,7 @@ async fn a_replay_where_some_fail_again_replays_each_message_once() {
     assert!(!ok && err.contains("--yes"), "purge needs --yes: {err}");
     let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["purge", "--id", &again[0].message_id.to_string(), "--yes"]).await;
     assert!(ok && err.contains("purged 1"), "{err}");
-    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 1);
+    assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
     worker.stop().await;
 }
 

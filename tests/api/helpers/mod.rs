@@ -382,8 +382,16 @@ impl TestBroker {
     pub async fn assert_accounted(&self, db: &TestDb, sent: u32) {
         assert_eq!(self.wait_depth(&self.topology.queue, 0).await, 0, "submission queue drained");
         assert_eq!(self.retry_depth().await, 0, "nothing waiting to be retried");
-        let stored = db.count("SELECT 1 FROM submissions WHERE outcome IN ('applied', 'stale')").await as u32;
-        let dead = self.depth(&self.topology.dead_queue).await;
-        assert_eq!(stored + dead, sent, "sent = stored ({stored}) + dead letters ({dead})");
+        // Queue counts trail the broker's confirms a little: poll until they settle.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let stored = db.count("SELECT 1 FROM submissions WHERE outcome IN ('applied', 'stale')").await as u32;
+            let dead = self.depth(&self.topology.dead_queue).await;
+            if stored + dead == sent || tokio::time::Instant::now() > deadline {
+                assert_eq!(stored + dead, sent, "sent = stored ({stored}) + dead letters ({dead})");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
