@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod dlq;

@@ -18,14 +18,13 @@ use lapin::{
     publisher_confirm::Confirmation,
     BasicProperties, Channel, Connection,
 };
-use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::topology::Topology;
-use crate::config::Settings;
+use crate::{backoff::Backoff, config::Settings};
 
 /// Why a publish was not confirmed. Every variant means "not in the queue": the caller must not
 /// report success.
@@ -66,8 +65,7 @@ pub struct Publisher {
     topology: Topology,
     channels: usize,
     confirm_timeout: Duration,
-    backoff_min: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
     live: RwLock<Option<Arc<Live>>>,
 }
 
@@ -80,8 +78,7 @@ impl Publisher {
             topology,
             channels: settings.ingress.publish_channels,
             confirm_timeout: Duration::from_millis(settings.ingress.confirm_timeout_ms),
-            backoff_min: Duration::from_millis(settings.broker.reconnect_min_ms),
-            backoff_max: Duration::from_millis(settings.broker.reconnect_max_ms),
+            backoff: Backoff::from_settings(&settings.broker),
             live: RwLock::new(None),
         })
     }
@@ -102,11 +99,11 @@ impl Publisher {
 
     /// Keeps a connection up until `shutdown`, then closes it cleanly.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut delay = self.backoff_min;
+        let mut backoff = self.backoff.clone();
         while !shutdown.is_cancelled() {
             match tokio::time::timeout(Duration::from_secs(15), self.connect()).await {
                 Ok(Ok(live)) => {
-                    delay = self.backoff_min;
+                    backoff.reset();
                     let broken = live.broken.clone();
                     *self.live.write().expect("publisher lock") = Some(Arc::new(live));
                     metrics::gauge!("moka_broker_connected", "role" => self.name.clone()).set(1.0);
@@ -127,15 +124,12 @@ impl Publisher {
                     }
                     metrics::counter!("moka_broker_reconnects_total", "role" => self.name.clone()).increment(1);
                 }
-                Ok(Err(e)) => warn!(connection = %self.name, error = %e, retry_in = ?delay, "cannot connect to the broker"),
-                Err(_) => warn!(connection = %self.name, retry_in = ?delay, "broker connect timed out"),
+                Ok(Err(e)) => warn!(connection = %self.name, error = %e, "cannot connect to the broker; retrying"),
+                Err(_) => warn!(connection = %self.name, "broker connect timed out; retrying"),
             }
-            let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
-            tokio::select! {
-                _ = tokio::time::sleep(jittered) => {}
-                _ = shutdown.cancelled() => break,
+            if !backoff.wait(&shutdown).await {
+                break;
             }
-            delay = (delay * 2).min(self.backoff_max);
         }
     }
 

@@ -11,35 +11,29 @@ use lapin::{
     types::FieldTable,
     Consumer,
 };
-use rand::Rng;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{BatchError, Worker};
-use crate::broker;
+use crate::{backoff::Backoff, broker};
 
 /// Runs lane `id` until `shutdown`.
 pub async fn run(worker: Arc<Worker>, id: usize, shutdown: CancellationToken) {
-    let min = Duration::from_millis(worker.settings.broker.reconnect_min_ms);
-    let max = Duration::from_millis(worker.settings.broker.reconnect_max_ms);
-    let mut delay = min;
+    let mut backoff = Backoff::from_settings(&worker.settings.broker);
     while !shutdown.is_cancelled() {
-        match consume(&worker, id, &shutdown, &mut delay).await {
+        match consume(&worker, id, &shutdown, &mut backoff).await {
             Ok(()) => break,
-            Err(e) => warn!(lane = id, error = %e, retry_in = ?delay, "consumer lost; reconnecting"),
+            Err(e) => warn!(lane = id, error = %e, "consumer lost; reconnecting"),
         }
-        let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
-        tokio::select! {
-            _ = tokio::time::sleep(jittered) => {}
-            _ = shutdown.cancelled() => break,
+        if !backoff.wait(&shutdown).await {
+            break;
         }
-        delay = (delay * 2).min(max);
     }
 }
 
 /// One connection's life. Returns `Ok` on shutdown, `Err` when the connection must be replaced.
-async fn consume(worker: &Worker, id: usize, shutdown: &CancellationToken, delay: &mut Duration) -> Result<(), String> {
+async fn consume(worker: &Worker, id: usize, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<(), String> {
     let s = &worker.settings;
     // Consume only once failed messages can be moved on (retries, dead letters): otherwise the
     // first failures would bounce back to the queue and count as redeliveries.
@@ -64,7 +58,7 @@ async fn consume(worker: &Worker, id: usize, shutdown: &CancellationToken, delay
         .await
         .map_err(|e| format!("consume: {e}"))?;
     worker.lanes_up.fetch_add(1, Ordering::Relaxed);
-    *delay = Duration::from_millis(s.broker.reconnect_min_ms);
+    backoff.reset();
     info!(lane = id, "consuming");
 
     let batch_wait = Duration::from_millis(s.worker.batch_wait_ms);

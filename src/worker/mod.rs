@@ -202,16 +202,14 @@ async fn watch_dead_letter_depth(worker: Arc<Worker>, stop: CancellationToken) {
 /// Migrates, waiting for the database if it is not up yet (a worker started before its
 /// database should wait, not crash-loop).
 async fn migrate_when_reachable(settings: &Settings, shutdown: &CancellationToken) -> Result<(), DbError> {
-    let mut delay = Duration::from_millis(settings.broker.reconnect_min_ms);
+    let mut backoff = crate::backoff::Backoff::from_settings(&settings.broker);
     loop {
         match store::migrate::run(settings).await {
-            Err(e) if e.is_transient() && !shutdown.is_cancelled() => {
-                warn!(error = %e, retry_in = ?delay, "cannot migrate yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Err(e),
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, "cannot migrate yet; retrying");
+                if !backoff.wait(shutdown).await {
+                    return Err(e);
                 }
-                delay = (delay * 2).min(Duration::from_millis(settings.broker.reconnect_max_ms));
             }
             other => return other.map(|_| ()),
         }

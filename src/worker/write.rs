@@ -1,18 +1,15 @@
 //! The database write of a batch: one transaction, short in-place retries for a database blip,
 //! and isolation of a message the database refuses.
 
-use std::time::Duration;
-
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{attachments, failure::{Failure, FailureKind}, BatchError, Dead, Ready, Worker};
-use crate::store::{
+use crate::{backoff::Backoff, store::{
     self,
     candidates::{DeadRecord, Item, Outcome},
     DbError,
-};
+}};
 
 /// The result of [`Worker::store`].
 pub(super) enum Stored {
@@ -32,7 +29,7 @@ impl Worker {
         dead: &mut Vec<Dead>,
         shutdown: &CancellationToken,
     ) -> Result<Stored, BatchError> {
-        let mut delay = Duration::from_millis(self.settings.broker.reconnect_min_ms);
+        let mut backoff = Backoff::from_settings(&self.settings.broker);
         let mut failures = 0;
         loop {
             match self.write(ready, records, dead).await {
@@ -44,13 +41,10 @@ impl Worker {
                         warn!(error = %e, "database unavailable; moving the batch to the delay queues");
                         return Ok(Stored::Unavailable(e.to_string()));
                     }
-                    warn!(error = %e, retry_in = ?delay, "database write failed; trying again");
-                    let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
-                    tokio::select! {
-                        _ = tokio::time::sleep(jittered) => {}
-                        _ = shutdown.cancelled() => return Err(BatchError::Shutdown),
+                    warn!(error = %e, "database write failed; trying again");
+                    if !backoff.wait(shutdown).await {
+                        return Err(BatchError::Shutdown);
                     }
-                    delay = (delay * 2).min(Duration::from_millis(self.settings.broker.reconnect_max_ms));
                 }
                 Err(e) => {
                     // Something in the batch is refused: find it by writing the messages one by one.
