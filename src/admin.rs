@@ -7,14 +7,23 @@ use crate::{
 };
 
 /// `dlq list`: one line per dead message (or a JSON array); removes nothing.
-pub async fn list(settings: &Settings, limit: Option<usize>, reason: Option<String>, json: bool) -> Result<bool, DlqError> {
+pub async fn list(
+    settings: &Settings,
+    limit: Option<usize>,
+    reason: Option<String>,
+    json: bool,
+) -> Result<bool, DlqError> {
     let dlq = Dlq::open(settings).await?;
     let held = dlq.snapshot(limit).await?;
-    let shown: Vec<&DeadMessage> = held.iter().map(|h| &h.message).filter(|m| reason.as_ref().is_none_or(|r| *r == m.reason)).collect();
+    let shown: Vec<&DeadMessage> =
+        held.iter().map(|h| &h.message).filter(|m| reason.as_ref().is_none_or(|r| *r == m.reason)).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&shown).expect("serializes"));
     } else {
-        println!("{:<36}  {:<24}  {:<12}  {:<14}  {:>8}  FAILED AT", "MESSAGE ID", "MOKA ID", "NAME", "REASON", "ATTEMPTS");
+        println!(
+            "{:<36}  {:<24}  {:<12}  {:<14}  {:>8}  FAILED AT",
+            "MESSAGE ID", "MOKA ID", "NAME", "REASON", "ATTEMPTS"
+        );
         for m in &shown {
             println!(
                 "{:<36}  {:<24}  {:<12}  {:<14}  {:>8}  {}",

@@ -194,9 +194,7 @@ impl Settings {
         KeyRing::parse(self.keys.expose_secret()).map_err(ConfigError::Invalid)?;
         let p = &self.queue_prefix;
         if p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return invalid(format!(
-                "queue_prefix {p:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"
-            ));
+            return invalid(format!("queue_prefix {p:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"));
         }
         if self.ingress.publish_channels == 0 {
             return invalid("ingress.publish_channels must be at least 1".into());
@@ -235,14 +233,9 @@ impl Settings {
 
 fn env_provider() -> Figment {
     let well_known = Env::raw().filter_map(|key| {
-        WELL_KNOWN_ENV
-            .iter()
-            .find(|(name, _)| key.as_str().eq_ignore_ascii_case(name))
-            .map(|(_, path)| (*path).into())
+        WELL_KNOWN_ENV.iter().find(|(name, _)| key.as_str().eq_ignore_ascii_case(name)).map(|(_, path)| (*path).into())
     });
-    Figment::new()
-        .merge(Env::prefixed("MOKA_INGEST_").split("__").lowercase(true))
-        .merge(well_known)
+    Figment::new().merge(Env::prefixed("MOKA_INGEST_").split("__").lowercase(true)).merge(well_known)
 }
 
 /// HMAC state per secret, keyed by access key. Pre-keyed so each request only clones it.
@@ -267,10 +260,7 @@ impl KeyRing {
         let mut dev_keys = Vec::new();
         for (i, pair) in spec.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
             let Some((ak, secret)) = pair.split_once(':') else {
-                return Err(format!(
-                    "key #{} must be written access_key:secret (no ':' found)",
-                    i + 1
-                ));
+                return Err(format!("key #{} must be written access_key:secret (no ':' found)", i + 1));
             };
             let ak = ak.trim();
             if ak.is_empty() {
@@ -285,8 +275,7 @@ impl KeyRing {
             if secret == DEV_SECRET {
                 dev_keys.push(ak.to_string());
             }
-            let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-                .expect("HMAC accepts keys of any length");
+            let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
             keys.entry(ak.to_string()).or_default().push(mac);
         }
         if keys.is_empty() {

@@ -30,9 +30,21 @@ use crate::{
 
 /// Headers a replay removes: the failure's story starts afresh.
 const FAILURE_HEADERS: &[&str] = &[
-    "x-error-kind", "x-error-message", "x-error-fields", "x-attempts", "x-failed-by", "x-first-failed-at",
-    "x-last-failed-at", "x-last-error", "x-last-error-kind", "x-retry-count", "x-delivery-count", "x-death",
-    "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+    "x-error-kind",
+    "x-error-message",
+    "x-error-fields",
+    "x-attempts",
+    "x-failed-by",
+    "x-first-failed-at",
+    "x-last-failed-at",
+    "x-last-error",
+    "x-last-error-kind",
+    "x-retry-count",
+    "x-delivery-count",
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +118,11 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "listed {}, replayed {}, failed to replay {}, purged {}", self.listed, self.replayed, self.failed, self.purged)
+        write!(
+            f,
+            "listed {}, replayed {}, failed to replay {}, purged {}",
+            self.listed, self.replayed, self.failed, self.purged
+        )
     }
 }
 
@@ -147,7 +163,13 @@ impl Dlq {
         let props = replay_properties(&held.raw.delivery.properties);
         let confirm = self
             .ch
-            .basic_publish(&self.topology.exchange, SUBMISSION_KEY, lapin::options::BasicPublishOptions { mandatory: true, immediate: false }, &held.raw.delivery.data, props)
+            .basic_publish(
+                &self.topology.exchange,
+                SUBMISSION_KEY,
+                lapin::options::BasicPublishOptions { mandatory: true, immediate: false },
+                &held.raw.delivery.data,
+                props,
+            )
             .await
             .map_err(|e| e.to_string())?
             .await
@@ -198,11 +220,14 @@ pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
     let death = first_death(h);
     let death_str = |k: &str| death.as_ref().and_then(|d| header_str(d, k));
     let death_time = death.as_ref().and_then(|d| match d.inner().get(&lapin::types::ShortString::from("time")) {
-        Some(AMQPValue::Timestamp(t)) => DateTime::<Utc>::from_timestamp(*t as i64, 0).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        Some(AMQPValue::Timestamp(t)) => {
+            DateTime::<Utc>::from_timestamp(*t as i64, 0).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        }
         _ => None,
     });
     let payload = String::from_utf8_lossy(body).into_owned();
-    let name = serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
+    let name =
+        serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
     let reason = header_str(h, "x-error-kind").or_else(|| death_str("reason")).unwrap_or_else(|| "unknown".into());
     let error = header_str(h, "x-error-message")
         .or_else(|| header_str(h, "x-last-error").map(|e| format!("{reason}; last error: {e}")))
@@ -215,7 +240,8 @@ pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
         message_id: props.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default(),
         moka_id: header_str(h, "x-moka-id").unwrap_or_default(),
         name,
-        attempts: header_int(h, "x-attempts").unwrap_or(header_int(h, "x-retry-count").unwrap_or(0) + delivery_count + 1),
+        attempts: header_int(h, "x-attempts")
+            .unwrap_or(header_int(h, "x-retry-count").unwrap_or(0) + delivery_count + 1),
         failed_at: header_str(h, "x-last-failed-at").or(death_time),
         first_failed_at: header_str(h, "x-first-failed-at"),
         failed_by: header_str(h, "x-failed-by"),
@@ -249,7 +275,7 @@ impl Progress {
     }
 
     pub fn tick(&self, done: usize, verb: &str) {
-        if self.on_terminal && (done % 50 == 0 || done == self.total) {
+        if self.on_terminal && (done.is_multiple_of(50) || done == self.total) {
             let mut err = std::io::stderr();
             let _ = write!(err, "\r{verb} {done}/{}", self.total);
             if done == self.total {

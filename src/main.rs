@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use moka_ingest::{admin, app, config::Settings, dlq::Selection, ingress::signature::Encoding, shutdown, sign::SignedRequest, telemetry};
+use moka_ingest::{
+    admin, app, config::Settings, dlq::Selection, ingress::signature::Encoding, shutdown, sign::SignedRequest,
+    telemetry,
+};
 
 #[derive(Parser)]
 #[command(name = "moka-ingest", version, about = "Moka candidates → RabbitMQ → PostgreSQL")]
@@ -49,9 +52,7 @@ enum DlqCommand {
         json: bool,
     },
     /// The whole message: envelope, payload and error.
-    Show {
-        message_id: String,
-    },
+    Show { message_id: String },
     /// Republish the selected messages to the submission queue with a fresh attempt count.
     Replay {
         #[arg(long, conflicts_with_all = ["id", "reason", "candidate"])]
@@ -144,7 +145,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::All => app::run_all(&settings, shutdown).await.context("moka-ingest failed"),
         Command::Migrate => {
             let applied = app::migrate(&settings).await.context("migration failed")?;
-            println!("migrations applied: {}", if applied.is_empty() { "none pending".to_string() } else { applied.join(", ") });
+            println!(
+                "migrations applied: {}",
+                if applied.is_empty() { "none pending".to_string() } else { applied.join(", ") }
+            );
             Ok(())
         }
         Command::Dlq(cmd) => {

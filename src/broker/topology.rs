@@ -13,7 +13,9 @@
 use std::time::Duration;
 
 use lapin::{
-    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions},
+    options::{
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    },
     types::{AMQPValue, FieldTable},
     Channel, ExchangeKind,
 };
@@ -72,14 +74,18 @@ impl Topology {
     pub async fn declare(&self, ch: &Channel) -> Result<(), lapin::Error> {
         // Durable: the topology must survive a broker restart, or publishes after it are unroutable.
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        ch.exchange_declare(&self.dead_exchange, ExchangeKind::Direct, durable, FieldTable::default())
-            .await?;
+        ch.exchange_declare(&self.dead_exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;
         ch.queue_declare(&self.dead_queue, durable_queue(), quorum_args()).await?;
-        ch.queue_bind(&self.dead_queue, &self.dead_exchange, DEAD_KEY, QueueBindOptions::default(), FieldTable::default())
-            .await?;
+        ch.queue_bind(
+            &self.dead_queue,
+            &self.dead_exchange,
+            DEAD_KEY,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
 
-        ch.exchange_declare(&self.exchange, ExchangeKind::Direct, durable, FieldTable::default())
-            .await?;
+        ch.exchange_declare(&self.exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;
         let mut args = quorum_args();
         // RabbitMQ 3.10 has no default delivery limit: without one a poison message loops forever.
         args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.delivery_limit as i32));

@@ -116,8 +116,13 @@ pub fn parse(payload: &str, current_year: i32) -> Result<Candidate, Vec<FieldErr
     if !p.errors.is_empty() {
         return Err(p.errors);
     }
-    let (moka_id, name, phone_raw, email_raw, job_title) =
-        (moka_id.unwrap_or_default(), name.unwrap_or_default(), phone_raw.unwrap_or_default(), email_raw.unwrap_or_default(), job_title.unwrap_or_default());
+    let (moka_id, name, phone_raw, email_raw, job_title) = (
+        moka_id.unwrap_or_default(),
+        name.unwrap_or_default(),
+        phone_raw.unwrap_or_default(),
+        email_raw.unwrap_or_default(),
+        job_title.unwrap_or_default(),
+    );
 
     let phone = fields::phone(&phone_raw);
     let (email, email_ok) = fields::email(&email_raw);
@@ -139,7 +144,8 @@ pub fn parse(payload: &str, current_year: i32) -> Result<Candidate, Vec<FieldErr
     };
     let source = p.optional_text("source");
     let educations = p.entries("educationInfo").iter().enumerate().map(|(i, e)| p.education(i, e)).collect::<Vec<_>>();
-    let experiences = p.entries("experienceInfo").iter().enumerate().map(|(i, e)| p.experience(i, e)).collect::<Vec<_>>();
+    let experiences =
+        p.entries("experienceInfo").iter().enumerate().map(|(i, e)| p.experience(i, e)).collect::<Vec<_>>();
 
     let academic_degree_raw = p.optional_text("academicDegree");
     let academic_degree = match &academic_degree_raw {
@@ -330,7 +336,8 @@ impl<'a> Parser<'a> {
         let field = format!("educationInfo[{i}]");
         let (start, end, is_current) = self.period(&field, e);
         let academic_degree_raw = self.text_in(e, &field, "academicDegree");
-        let academic_degree = academic_degree_raw.as_deref().map(|raw| self.degree(&format!("{field}.academicDegree"), raw));
+        let academic_degree =
+            academic_degree_raw.as_deref().map(|raw| self.degree(&format!("{field}.academicDegree"), raw));
         Education {
             start,
             end,
@@ -381,7 +388,10 @@ mod tests {
     fn the_spec_example_parses_cleanly() {
         let c = parse_value(&sample()).unwrap();
         assert_eq!(c.warnings, vec![]);
-        assert_eq!((c.phone.as_str(), c.phone_raw.as_str(), c.email.as_str()), ("+8613203030303", "13203030303", "a@b.com"));
+        assert_eq!(
+            (c.phone.as_str(), c.phone_raw.as_str(), c.email.as_str()),
+            ("+8613203030303", "13203030303", "a@b.com")
+        );
         assert_eq!((c.gender.as_deref(), c.married.as_deref(), c.birth_year), (Some("男"), Some("未婚"), Some(1990)));
         assert_eq!(c.educations[0].academic_degree.as_deref(), Some("本科"));
         assert_eq!(c.educations[0].start.date, NaiveDate::from_ymd_opt(2007, 9, 1));
@@ -417,7 +427,10 @@ mod tests {
         o.insert("email".into(), json!("not-an-address"));
         o.insert("birthYear".into(), json!("19x0"));
         o.insert("academicDegree".into(), json!("火星学院"));
-        o.insert("educationInfo".into(), json!({"startDate": "2011-09", "endDate": "2007-09", "academicDegree": "硕士研究生"}));
+        o.insert(
+            "educationInfo".into(),
+            json!({"startDate": "2011-09", "endDate": "2007-09", "academicDegree": "硕士研究生"}),
+        );
         o.insert("experienceInfo".into(), json!([{"startDate": "sometime", "endDate": "2014-05"}, "junk"]));
         o.insert("offerInfo".into(), json!({"salary": "30k"}));
         o.insert("offerAttachmentUrls".into(), json!("http://a/1, http://a/2"));
@@ -426,7 +439,15 @@ mod tests {
         let warned: Vec<&str> = c.warnings.iter().map(|w| w.field.as_str()).collect();
         assert_eq!(
             warned,
-            ["email", "gender", "birthYear", "educationInfo[0]", "experienceInfo[1]", "experienceInfo[0].startDate", "academicDegree"]
+            [
+                "email",
+                "gender",
+                "birthYear",
+                "educationInfo[0]",
+                "experienceInfo[1]",
+                "experienceInfo[0].startDate",
+                "academicDegree"
+            ]
         );
         assert_eq!(c.gender, None);
         assert_eq!(c.academic_degree.as_deref(), Some("其他"));
@@ -445,7 +466,10 @@ mod tests {
         let mut v = sample();
         let o = v.as_object_mut().unwrap();
         o.remove("academicDegree");
-        o.insert("educationInfo".into(), json!([{"academicDegree": "本科"}, {"academicDegree": "Master of Science"}, {"academicDegree": "高中"}]));
+        o.insert(
+            "educationInfo".into(),
+            json!([{"academicDegree": "本科"}, {"academicDegree": "Master of Science"}, {"academicDegree": "高中"}]),
+        );
         let c = parse_value(&v).unwrap();
         assert_eq!((c.academic_degree.as_deref(), c.academic_degree_raw.as_deref()), (Some("硕士"), None));
     }

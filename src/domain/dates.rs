@@ -33,13 +33,17 @@ pub fn parse(raw: &str) -> Option<When> {
     let normalized: std::borrow::Cow<str> = if s.is_ascii() {
         s.into()
     } else {
-        s.replace('年', "-").replace('月', "-").replace(['日', '号'], "").trim_end_matches('-').to_owned().into()
+        s.replace(['年', '月'], "-").replace(['日', '号'], "").trim_end_matches('-').to_owned().into()
     };
     let parts: Vec<&str> = normalized.split(['-', '.', '/']).map(str::trim).collect();
-    let num = |p: &str| -> Option<u32> { (!p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten() };
+    let num = |p: &str| -> Option<u32> {
+        (!p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten()
+    };
     let ymd = match parts.as_slice() {
         [y] if y.len() == 4 => (num(y)?, 1, 1),
-        [ym] if ym.len() == 6 && ym.bytes().all(|b| b.is_ascii_digit()) => (ym[..4].parse().ok()?, ym[4..].parse().ok()?, 1),
+        [ym] if ym.len() == 6 && ym.bytes().all(|b| b.is_ascii_digit()) => {
+            (ym[..4].parse().ok()?, ym[4..].parse().ok()?, 1)
+        }
         [ymd] if ymd.len() == 8 && ymd.bytes().all(|b| b.is_ascii_digit()) => {
             (ymd[..4].parse().ok()?, ymd[4..6].parse().ok()?, ymd[6..].parse().ok()?)
         }

@@ -47,7 +47,7 @@ pub fn normalize(raw: &str) -> Option<Degree> {
         return None;
     }
     rules().iter().find_map(|r| {
-        let hit = r.equals.iter().any(|e| *e == key) || r.contains.iter().any(|c| key.contains(c.as_str()));
+        let hit = r.equals.contains(&key) || r.contains.iter().any(|c| key.contains(c.as_str()));
         hit.then_some(Degree { name: r.degree.as_str(), rank: r.rank })
     })
 }

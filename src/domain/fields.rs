@@ -102,14 +102,31 @@ mod tests {
 
     #[test]
     fn genders() {
-        for (raw, want) in [("男", Some("男")), (" 女 ", Some("女")), ("Male", Some("男")), ("F", Some("女")), ("m", Some("男")), ("female", Some("女")), ("未知", None), ("", None)] {
+        for (raw, want) in [
+            ("男", Some("男")),
+            (" 女 ", Some("女")),
+            ("Male", Some("男")),
+            ("F", Some("女")),
+            ("m", Some("男")),
+            ("female", Some("女")),
+            ("未知", None),
+            ("", None),
+        ] {
             assert_eq!(gender(raw), want, "{raw}");
         }
     }
 
     #[test]
     fn marital_statuses() {
-        for (raw, want) in [("已婚", Some("已婚")), ("已婚已育", Some("已婚")), ("单身", Some("未婚")), ("未婚", Some("未婚")), ("离婚", Some("离异")), ("Divorced", Some("离异")), ("保密", None)] {
+        for (raw, want) in [
+            ("已婚", Some("已婚")),
+            ("已婚已育", Some("已婚")),
+            ("单身", Some("未婚")),
+            ("未婚", Some("未婚")),
+            ("离婚", Some("离异")),
+            ("Divorced", Some("离异")),
+            ("保密", None),
+        ] {
             assert_eq!(marital(raw), want, "{raw}");
         }
     }
@@ -142,7 +159,16 @@ mod tests {
 
     #[test]
     fn birth_years() {
-        for (v, want) in [(json!(1990), Some(1990)), (json!("1990"), Some(1990)), (json!("1990年"), Some(1990)), (json!(1850), None), (json!(2020), None), (json!("abc"), None), (json!(1990.5), None), (json!([1990]), None)] {
+        for (v, want) in [
+            (json!(1990), Some(1990)),
+            (json!("1990"), Some(1990)),
+            (json!("1990年"), Some(1990)),
+            (json!(1850), None),
+            (json!(2020), None),
+            (json!("abc"), None),
+            (json!(1990.5), None),
+            (json!([1990]), None),
+        ] {
             assert_eq!(birth_year(&v, 2026), want, "{v}");
         }
     }

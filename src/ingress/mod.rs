@@ -28,7 +28,11 @@ use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
 use crate::{
-    broker::{envelope::Meta, publisher::Publisher, topology::{Topology, SUBMISSION_KEY}},
+    broker::{
+        envelope::Meta,
+        publisher::Publisher,
+        topology::{Topology, SUBMISSION_KEY},
+    },
     config::{KeyRing, Settings},
     ops,
 };
@@ -85,13 +89,8 @@ impl Ingress {
     /// The routes: the submission endpoint plus /healthz, /readyz, /metrics.
     pub fn router(self: &Arc<Self>) -> Router {
         let publisher = self.publisher.clone();
-        let ready: ops::Readiness = Arc::new(move || {
-            if publisher.is_ready() {
-                Ok(())
-            } else {
-                Err("broker not connected".into())
-            }
-        });
+        let ready: ops::Readiness =
+            Arc::new(move || if publisher.is_ready() { Ok(()) } else { Err("broker not connected".into()) });
         Router::new()
             .route(signature::PATH, post(submit))
             .layer(DefaultBodyLimit::max(self.body_limit))
@@ -99,7 +98,12 @@ impl Ingress {
             .merge(ops::router(ready))
     }
 
-    async fn accept(&self, query: Option<&str>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Accepted, Rejection> {
+    async fn accept(
+        &self,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Accepted, Rejection> {
         let body = body.map_err(|e| match e.status() {
             StatusCode::PAYLOAD_TOO_LARGE => Rejection::TooLarge(self.body_limit),
             _ => Rejection::Malformed(e.body_text()),
@@ -141,7 +145,12 @@ impl Ingress {
     }
 }
 
-async fn submit(State(app): State<Arc<Ingress>>, uri: Uri, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn submit(
+    State(app): State<Arc<Ingress>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let request_id = headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -208,8 +217,8 @@ fn payload_id(payload: &str) -> Result<String, Rejection> {
     if !payload.trim_start().starts_with('{') {
         return Err(Rejection::BadPayload("payload must be a JSON object".into()));
     }
-    let head: Head = serde_json::from_str(payload)
-        .map_err(|e| Rejection::BadPayload(format!("payload is not valid JSON: {e}")))?;
+    let head: Head =
+        serde_json::from_str(payload).map_err(|e| Rejection::BadPayload(format!("payload is not valid JSON: {e}")))?;
     match head.id {
         Some(serde_json::Value::String(id)) if !id.trim().is_empty() => Ok(id),
         Some(serde_json::Value::String(_)) => Err(Rejection::BadPayload("payload.id is empty".into())),

@@ -41,11 +41,7 @@ impl Params {
 
     /// The value of a required parameter.
     pub fn required(&self, name: &'static str) -> Result<&str, Rejection> {
-        self.all
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .ok_or(Rejection::MissingParameter(name))
+        self.all.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).ok_or(Rejection::MissingParameter(name))
     }
 
     /// Borrowed pairs, for signing.
@@ -112,11 +108,7 @@ fn parse_json_object(body: &[u8]) -> Result<Vec<(String, String)>, Rejection> {
                 let v = match v {
                     serde_json::Value::String(s) => s,
                     serde_json::Value::Number(n) => n.to_string(),
-                    _ => {
-                        return Err(serde::de::Error::custom(format!(
-                            "parameter `{k}` must be a string"
-                        )))
-                    }
+                    _ => return Err(serde::de::Error::custom(format!("parameter `{k}` must be a string"))),
                 };
                 out.push((k, v));
             }

@@ -94,9 +94,7 @@ pub fn verify(macs: &[Hmac<Sha256>], params: &[(&str, &str)], signature: &[u8; 3
         if seen.contains(&text) {
             continue;
         }
-        let ok = macs
-            .iter()
-            .any(|mac| mac.clone().chain_update(text.as_bytes()).verify_slice(signature).is_ok());
+        let ok = macs.iter().any(|mac| mac.clone().chain_update(text.as_bytes()).verify_slice(signature).is_ok());
         if ok {
             return true;
         }
@@ -121,10 +119,7 @@ mod tests {
         let cases = [
             (Encoding::Raw, "POST|/api/v2/moka_candidates|access_key=A K&payload=a b&~*张&tonce=1"),
             (Encoding::Plus, "POST|/api/v2/moka_candidates|access_key=A+K&payload=a+b&~*张&tonce=1"),
-            (
-                Encoding::Form,
-                "POST|/api/v2/moka_candidates|access_key=A+K&payload=a+b%26~%2A%E5%BC%A0&tonce=1",
-            ),
+            (Encoding::Form, "POST|/api/v2/moka_candidates|access_key=A+K&payload=a+b%26~%2A%E5%BC%A0&tonce=1"),
         ];
         for (enc, want) in cases {
             assert_eq!(string_to_sign(&p, enc), want, "{enc:?}");

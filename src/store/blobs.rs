@@ -28,7 +28,8 @@ impl Blobs {
         let err = |e: &dyn std::fmt::Display| BlobError(e.to_string());
         match settings.backend.as_str() {
             "local" => {
-                std::fs::create_dir_all(&settings.dir).map_err(|e| BlobError(format!("{}: {e}", settings.dir.display())))?;
+                std::fs::create_dir_all(&settings.dir)
+                    .map_err(|e| BlobError(format!("{}: {e}", settings.dir.display())))?;
                 let store = LocalFileSystem::new_with_prefix(&settings.dir).map_err(|e| err(&e))?;
                 Ok(Blobs { store: Arc::new(store), tmp_dir: settings.dir.join(".tmp"), part_size: 256 << 10 })
             }
@@ -37,7 +38,11 @@ impl Blobs {
                     .with_bucket_name(&settings.s3_bucket)
                     .build()
                     .map_err(|e| err(&e))?;
-                Ok(Blobs { store: Arc::new(store), tmp_dir: std::env::temp_dir().join("moka-ingest"), part_size: 5 << 20 })
+                Ok(Blobs {
+                    store: Arc::new(store),
+                    tmp_dir: std::env::temp_dir().join("moka-ingest"),
+                    part_size: 5 << 20,
+                })
             }
             other => Err(BlobError(format!("attachments.backend {other:?} is not `local` or `s3`"))),
         }

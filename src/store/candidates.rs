@@ -126,7 +126,12 @@ WHERE candidate_attachments.status <> 'stored' OR excluded.status = 'stored'";
 ///
 /// Three round trips whatever the batch size: the upsert, then the child rows and the
 /// `submissions` rows pipelined (tokio-postgres sends them back to back, in order), then COMMIT.
-pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], attachments: &[Record], dead: &[DeadRecord<'_>]) -> Result<Vec<Outcome>, DbError> {
+pub async fn write(
+    tx: &Transaction<'_>,
+    items: &[Item<'_>],
+    attachments: &[Record],
+    dead: &[DeadRecord<'_>],
+) -> Result<Vec<Outcome>, DbError> {
     let mut outcomes = vec![Outcome::Stale; items.len()];
 
     // The same message twice in one batch counts once.
@@ -155,11 +160,8 @@ pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], attachments: &[Reco
     // Lock order: by moka_id, the same in every transaction, so concurrent batches never deadlock.
     winners.sort_by(|a, b| items[*a].candidate.moka_id.cmp(&items[*b].candidate.moka_id));
 
-    let (applied, updated) = if winners.is_empty() {
-        (HashSet::new(), Vec::new())
-    } else {
-        upsert_candidates(tx, items, &winners).await?
-    };
+    let (applied, updated) =
+        if winners.is_empty() { (HashSet::new(), Vec::new()) } else { upsert_candidates(tx, items, &winners).await? };
     let applied_items: Vec<usize> =
         winners.iter().copied().filter(|w| applied.contains(items[*w].candidate.moka_id.as_str())).collect();
     for w in &applied_items {
@@ -170,14 +172,18 @@ pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], attachments: &[Reco
     // also avoids a sequential-scan plan on freshly created, unanalyzed tables.)
     let replace_children = async {
         if !updated.is_empty() {
-            let (edu, exp) = tokio::try_join!(tx.prepare_cached(DELETE_EDUCATIONS_SQL), tx.prepare_cached(DELETE_EXPERIENCES_SQL))?;
+            let (edu, exp) =
+                tokio::try_join!(tx.prepare_cached(DELETE_EDUCATIONS_SQL), tx.prepare_cached(DELETE_EXPERIENCES_SQL))?;
             let params: [&(dyn ToSql + Sync); 1] = [&updated];
             tokio::try_join!(tx.execute(&edu, &params), tx.execute(&exp, &params))?;
         }
         insert_children(tx, items, &applied_items).await
     };
-    let (_, recorded, _) =
-        tokio::try_join!(replace_children, record_submissions(tx, items, &outcomes, dead), record_attachments(tx, attachments))?;
+    let (_, recorded, _) = tokio::try_join!(
+        replace_children,
+        record_submissions(tx, items, &outcomes, dead),
+        record_attachments(tx, attachments)
+    )?;
     for (i, item) in items.iter().enumerate() {
         if outcomes[i] != Outcome::Duplicate && !recorded.contains(&item.meta.message_id.to_string()) {
             // Its submissions row already said applied or stale: a redelivery.
@@ -188,7 +194,11 @@ pub async fn write(tx: &Transaction<'_>, items: &[Item<'_>], attachments: &[Reco
 }
 
 /// Upserts the winners; returns the ids that applied, and those of them that already existed.
-async fn upsert_candidates(tx: &Transaction<'_>, items: &[Item<'_>], winners: &[usize]) -> Result<(HashSet<String>, Vec<String>), DbError> {
+async fn upsert_candidates(
+    tx: &Transaction<'_>,
+    items: &[Item<'_>],
+    winners: &[usize],
+) -> Result<(HashSet<String>, Vec<String>), DbError> {
     let c = |i: &usize| items[*i].candidate;
     // Borrowed columns: a batch is thousands of small strings, no need to copy them.
     let text = |f: fn(&Candidate) -> &str| winners.iter().map(|i| f(c(i))).collect::<Vec<&str>>();
@@ -210,17 +220,43 @@ async fn upsert_candidates(tx: &Transaction<'_>, items: &[Item<'_>], winners: &[
     let op_phone = opt(|c| c.operator_phone.as_deref());
     let resume = opt(|c| c.resume_url.as_deref());
     let feedback = opt(|c| c.interview_feedback_url.as_deref());
-    let offer_urls: Vec<String> = winners.iter().map(|i| serde_json::to_string(&c(i).offer_attachment_urls).expect("strings serialize")).collect();
-    let offer_info: Vec<Option<String>> = winners.iter().map(|i| c(i).offer_info.as_ref().map(|v| v.to_string())).collect();
+    let offer_urls: Vec<String> = winners
+        .iter()
+        .map(|i| serde_json::to_string(&c(i).offer_attachment_urls).expect("strings serialize"))
+        .collect();
+    let offer_info: Vec<Option<String>> =
+        winners.iter().map(|i| c(i).offer_info.as_ref().map(|v| v.to_string())).collect();
     let raw: Vec<&str> = winners.iter().map(|i| items[*i].payload).collect();
-    let warnings: Vec<String> = winners.iter().map(|i| serde_json::to_string(&c(i).warnings).expect("warnings serialize")).collect();
+    let warnings: Vec<String> =
+        winners.iter().map(|i| serde_json::to_string(&c(i).warnings).expect("warnings serialize")).collect();
     let tonce: Vec<i64> = winners.iter().map(|i| items[*i].meta.tonce).collect();
     let received: Vec<DateTime<Utc>> = winners.iter().map(|i| items[*i].meta.received_at).collect();
     let message_id: Vec<String> = winners.iter().map(|i| items[*i].meta.message_id.to_string()).collect();
     let params: [&(dyn ToSql + Sync); 24] = [
-        &moka_id, &name, &phone, &phone_raw, &email, &gender, &birth_year, &source, &degree, &degree_raw, &married,
-        &job_title, &op_name, &op_email, &op_phone, &resume, &feedback, &offer_urls, &offer_info, &raw, &warnings,
-        &tonce, &received, &message_id,
+        &moka_id,
+        &name,
+        &phone,
+        &phone_raw,
+        &email,
+        &gender,
+        &birth_year,
+        &source,
+        &degree,
+        &degree_raw,
+        &married,
+        &job_title,
+        &op_name,
+        &op_email,
+        &op_phone,
+        &resume,
+        &feedback,
+        &offer_urls,
+        &offer_info,
+        &raw,
+        &warnings,
+        &tonce,
+        &received,
+        &message_id,
     ];
     let stmt = tx.prepare_cached(UPSERT_SQL).await?;
     let rows = tx.query(&stmt, &params).await?;
@@ -254,7 +290,15 @@ struct Children {
 
 impl Children {
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, id: &str, pos: usize, start: &crate::domain::candidate::DateField, end: &crate::domain::candidate::DateField, current: bool, rest: [Option<&String>; 4]) {
+    fn push(
+        &mut self,
+        id: &str,
+        pos: usize,
+        start: &crate::domain::candidate::DateField,
+        end: &crate::domain::candidate::DateField,
+        current: bool,
+        rest: [Option<&String>; 4],
+    ) {
         self.moka_id.push(id.to_owned());
         self.position.push(pos as i32);
         self.start.push(start.date);
@@ -276,23 +320,67 @@ async fn insert_children(tx: &Transaction<'_>, items: &[Item<'_>], applied: &[us
     for i in applied {
         let cand = items[*i].candidate;
         for (pos, e) in cand.educations.iter().enumerate() {
-            edu.push(&cand.moka_id, pos, &e.start, &e.end, e.is_current, [e.school.as_ref(), e.speciality.as_ref(), e.academic_degree.as_ref(), e.academic_degree_raw.as_ref()]);
+            edu.push(
+                &cand.moka_id,
+                pos,
+                &e.start,
+                &e.end,
+                e.is_current,
+                [e.school.as_ref(), e.speciality.as_ref(), e.academic_degree.as_ref(), e.academic_degree_raw.as_ref()],
+            );
         }
         for (pos, e) in cand.experiences.iter().enumerate() {
-            exp.push(&cand.moka_id, pos, &e.start, &e.end, e.is_current, [e.company.as_ref(), e.title.as_ref(), None, None]);
+            exp.push(
+                &cand.moka_id,
+                pos,
+                &e.start,
+                &e.end,
+                e.is_current,
+                [e.company.as_ref(), e.title.as_ref(), None, None],
+            );
         }
     }
     let educations = async {
         if !edu.moka_id.is_empty() {
             let stmt = tx.prepare_cached(INSERT_EDUCATIONS_SQL).await?;
-            tx.execute(&stmt, &[&edu.moka_id, &edu.position, &edu.start, &edu.end, &edu.current, &edu.start_raw, &edu.end_raw, &edu.a, &edu.b, &edu.c, &edu.d]).await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &edu.moka_id,
+                    &edu.position,
+                    &edu.start,
+                    &edu.end,
+                    &edu.current,
+                    &edu.start_raw,
+                    &edu.end_raw,
+                    &edu.a,
+                    &edu.b,
+                    &edu.c,
+                    &edu.d,
+                ],
+            )
+            .await?;
         }
         Ok::<_, DbError>(())
     };
     let experiences = async {
         if !exp.moka_id.is_empty() {
             let stmt = tx.prepare_cached(INSERT_EXPERIENCES_SQL).await?;
-            tx.execute(&stmt, &[&exp.moka_id, &exp.position, &exp.start, &exp.end, &exp.current, &exp.start_raw, &exp.end_raw, &exp.a, &exp.b]).await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &exp.moka_id,
+                    &exp.position,
+                    &exp.start,
+                    &exp.end,
+                    &exp.current,
+                    &exp.start_raw,
+                    &exp.end_raw,
+                    &exp.a,
+                    &exp.b,
+                ],
+            )
+            .await?;
         }
         Ok::<_, DbError>(())
     };
@@ -302,7 +390,12 @@ async fn insert_children(tx: &Transaction<'_>, items: &[Item<'_>], applied: &[us
 
 /// Inserts the `submissions` rows; returns the message ids written (a redelivery of a message
 /// recorded as applied or stale writes nothing).
-async fn record_submissions(tx: &Transaction<'_>, items: &[Item<'_>], outcomes: &[Outcome], dead: &[DeadRecord<'_>]) -> Result<HashSet<String>, DbError> {
+async fn record_submissions(
+    tx: &Transaction<'_>,
+    items: &[Item<'_>],
+    outcomes: &[Outcome],
+    dead: &[DeadRecord<'_>],
+) -> Result<HashSet<String>, DbError> {
     let mut message_id = Vec::new();
     let mut moka_id = Vec::new();
     let mut access_key = Vec::new();
@@ -331,7 +424,8 @@ async fn record_submissions(tx: &Transaction<'_>, items: &[Item<'_>], outcomes: 
         return Ok(HashSet::new());
     }
     let stmt = tx.prepare_cached(SUBMISSIONS_SQL).await?;
-    let rows = tx.query(&stmt, &[&message_id, &moka_id, &access_key, &tonce, &received, &outcome, &attempts, &error]).await?;
+    let rows =
+        tx.query(&stmt, &[&message_id, &moka_id, &access_key, &tonce, &received, &outcome, &attempts, &error]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

@@ -15,8 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::{
-    attachments, attempts, failure::{Failure, FailureKind}, redeliveries, retries, write::Stored, BatchError, Dead, Ready,
-    Retry, Worker,
+    attachments, attempts,
+    failure::{Failure, FailureKind},
+    redeliveries, retries,
+    write::Stored,
+    BatchError, Dead, Ready, Retry, Worker,
 };
 use crate::{
     broker::envelope::{header_str, Envelope},
@@ -27,7 +30,11 @@ use crate::{
 impl Worker {
     /// Processes what one lane collected: fresh messages together, redelivered ones one by one,
     /// in delivery order (so that each multiple-ack only covers settled messages).
-    pub(super) async fn process_deliveries(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Result<(), BatchError> {
+    pub(super) async fn process_deliveries(
+        &self,
+        deliveries: &[Delivery],
+        shutdown: &CancellationToken,
+    ) -> Result<(), BatchError> {
         let timeout = Duration::from_millis(self.settings.worker.batch_timeout_ms);
         let mut start = 0;
         while start < deliveries.len() {
@@ -100,8 +107,12 @@ impl Worker {
                     #[cfg(feature = "fault-injection")]
                     fault_injection(&env.payload).await;
                     match candidate::parse(&env.payload, year) {
-                        Ok(candidate) => ready.push(Ready { index, meta: env.meta, payload: env.payload, candidate, attempts }),
-                        Err(fields) => dead.push(Dead { index, meta: Some(env.meta), failure: fields.into(), attempts }),
+                        Ok(candidate) => {
+                            ready.push(Ready { index, meta: env.meta, payload: env.payload, candidate, attempts })
+                        }
+                        Err(fields) => {
+                            dead.push(Dead { index, meta: Some(env.meta), failure: fields.into(), attempts })
+                        }
                     }
                 }
             }
@@ -191,7 +202,8 @@ impl Worker {
         for (i, r) in ready.drain(..).enumerate() {
             match failed.remove(&i) {
                 Some(why) => {
-                    let failure = Failure { kind: FailureKind::Attachment, transient: true, message: why, fields: Vec::new() };
+                    let failure =
+                        Failure { kind: FailureKind::Attachment, transient: true, message: why, fields: Vec::new() };
                     retry.push(Retry { index: r.index, failure });
                 }
                 None => keep.push(r),
@@ -206,7 +218,10 @@ impl Worker {
     async fn stored_links(&self, ids: &[&str]) -> Result<HashSet<(String, String, String)>, DbError> {
         let client = self.pool.get().await?;
         let rows = client
-            .query("SELECT moka_id, kind, url FROM candidate_attachments WHERE moka_id = ANY($1) AND status = 'stored'", &[&ids])
+            .query(
+                "SELECT moka_id, kind, url FROM candidate_attachments WHERE moka_id = ANY($1) AND status = 'stored'",
+                &[&ids],
+            )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
@@ -215,7 +230,9 @@ impl Worker {
 /// Test builds only: a payload with `"__moka_fault": "panic"` or `"hang"` misbehaves on purpose.
 #[cfg(feature = "fault-injection")]
 async fn fault_injection(payload: &str) {
-    let fault = serde_json::from_str::<serde_json::Value>(payload).ok().and_then(|v| v["__moka_fault"].as_str().map(str::to_owned));
+    let fault = serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v["__moka_fault"].as_str().map(str::to_owned));
     match fault.as_deref() {
         Some("panic") => panic!("fault injection: poison message"),
         Some("hang") => std::future::pending::<()>().await,

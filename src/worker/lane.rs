@@ -33,7 +33,12 @@ pub async fn run(worker: Arc<Worker>, id: usize, shutdown: CancellationToken) {
 }
 
 /// One connection's life. Returns `Ok` on shutdown, `Err` when the connection must be replaced.
-async fn consume(worker: &Worker, id: usize, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<(), String> {
+async fn consume(
+    worker: &Worker,
+    id: usize,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
     let s = &worker.settings;
     // Consume only once failed messages can be moved on (retries, dead letters): otherwise the
     // first failures would bounce back to the queue and count as redeliveries.

@@ -120,7 +120,11 @@ fn attempts(delivery: &Delivery) -> i32 {
 /// Runs migrations (if configured) and starts the worker; `ops_listener` serves its /metrics,
 /// /healthz and /readyz. The worker stops when `shutdown` is cancelled, after finishing and
 /// acknowledging the batches in flight.
-pub async fn spawn(settings: &Settings, ops_listener: TcpListener, shutdown: CancellationToken) -> Result<Handle, StartError> {
+pub async fn spawn(
+    settings: &Settings,
+    ops_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Handle, StartError> {
     spawn_with_lookup(settings, ops_listener, shutdown, Arc::new(attachments::guard::SystemLookup)).await
 }
 
@@ -141,7 +145,8 @@ pub async fn spawn_with_lookup(
         topology,
         pool: store::pool(settings)?,
         publisher: publisher.clone(),
-        attachments: attachments::Attachments::with_lookup(&settings.attachments, lookup).map_err(StartError::Attachments)?,
+        attachments: attachments::Attachments::with_lookup(&settings.attachments, lookup)
+            .map_err(StartError::Attachments)?,
         name: dead_letter::worker_name(),
         lanes_up: AtomicUsize::new(0),
     });

@@ -40,11 +40,8 @@ impl Worker {
         h.insert("x-retry-count".into(), AMQPValue::LongInt(n as i32 + 1));
         h.insert("x-last-error-kind".into(), text(failure.kind.as_str()));
         h.insert("x-last-error".into(), text(&failure.message));
-        let props = delivery
-            .properties
-            .clone()
-            .with_headers(h)
-            .with_expiration(jittered.as_millis().to_string().into());
+        let props =
+            delivery.properties.clone().with_headers(h).with_expiration(jittered.as_millis().to_string().into());
         let ids = ids(delivery);
         self.publisher
             .publish("", &queue, &delivery.data, props)

@@ -4,12 +4,19 @@
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{attachments, failure::{Failure, FailureKind}, BatchError, Dead, Ready, Worker};
-use crate::{backoff::Backoff, store::{
-    self,
-    candidates::{DeadRecord, Item, Outcome},
-    DbError,
-}};
+use super::{
+    attachments,
+    failure::{Failure, FailureKind},
+    BatchError, Dead, Ready, Worker,
+};
+use crate::{
+    backoff::Backoff,
+    store::{
+        self,
+        candidates::{DeadRecord, Item, Outcome},
+        DbError,
+    },
+};
 
 /// The result of [`Worker::store`].
 pub(super) enum Stored {
@@ -72,14 +79,21 @@ impl Worker {
     }
 
     /// One transaction: candidates, children, attachments, submissions (and dead records).
-    pub(super) async fn write(&self, ready: &[Ready], records: &[attachments::Record], dead: &[Dead]) -> Result<Vec<Outcome>, DbError> {
+    pub(super) async fn write(
+        &self,
+        ready: &[Ready],
+        records: &[attachments::Record],
+        dead: &[Dead],
+    ) -> Result<Vec<Outcome>, DbError> {
         let items: Vec<Item> = ready
             .iter()
             .map(|r| Item { meta: &r.meta, payload: &r.payload, candidate: &r.candidate, attempts: r.attempts })
             .collect();
         let dead_records: Vec<DeadRecord> = dead
             .iter()
-            .filter_map(|d| d.meta.as_ref().map(|meta| DeadRecord { meta, attempts: d.attempts, error: d.failure.to_json() }))
+            .filter_map(|d| {
+                d.meta.as_ref().map(|meta| DeadRecord { meta, attempts: d.attempts, error: d.failure.to_json() })
+            })
             .collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;

@@ -43,7 +43,10 @@ fn sha(bytes: &[u8]) -> String {
 }
 
 /// (url, status, sha256, content_type, file_name, storage_key, error) per row of a candidate.
-async fn rows(db: &TestDb, id: &str) -> Vec<(String, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>)> {
+async fn rows(
+    db: &TestDb,
+    id: &str,
+) -> Vec<(String, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>)> {
     db.client
         .query(
             "SELECT url, status, sha256, content_type, file_name, storage_key, error FROM candidate_attachments WHERE moka_id = $1 ORDER BY url",
@@ -58,7 +61,9 @@ async fn rows(db: &TestDb, id: &str) -> Vec<(String, String, Option<String>, Opt
 
 fn stored_files(prefix: &str) -> usize {
     fn walk(dir: &std::path::Path) -> usize {
-        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()).unwrap_or(0)
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum())
+            .unwrap_or(0)
     }
     walk(&attachments_dir(prefix).join("sha256"))
 }
@@ -83,7 +88,10 @@ async fn attachments_are_stored_by_content_with_hash_type_and_name_and_fetched_o
     assert_eq!(pdf.2.as_deref(), Some(sha(PDF).as_str()));
     assert_eq!(pdf.3.as_deref(), Some("application/pdf"), "from the bytes, not the octet-stream header");
     assert_eq!(pdf.4.as_deref(), Some("简历.pdf"), "from Content-Disposition");
-    assert_eq!(row("offer.docx").3.as_deref(), Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document"));
+    assert_eq!(
+        row("offer.docx").3.as_deref(),
+        Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+    );
     assert_eq!(row("offer.docx").2.as_deref(), Some(sha(&docx()).as_str()));
     assert_eq!(row("photo.png").3.as_deref(), Some("image/png"));
     assert_eq!(row("photo.png").2.as_deref(), Some(sha(PNG).as_str()));
@@ -93,9 +101,20 @@ async fn attachments_are_stored_by_content_with_hash_type_and_name_and_fetched_o
     assert_eq!(row("r1").5, pdf.5, "same content, same storage key");
 
     let key = pdf.5.clone().unwrap();
-    assert_eq!(std::fs::read(attachments_dir(&broker.prefix).join(&key)).unwrap(), PDF, "the stored file is the download");
+    assert_eq!(
+        std::fs::read(attachments_dir(&broker.prefix).join(&key)).unwrap(),
+        PDF,
+        "the stored file is the download"
+    );
     assert_eq!(stored_files(&broker.prefix), 4, "pdf, html, docx, png: the duplicate pdf is stored once");
-    let kinds: Vec<String> = db.client.query("SELECT kind FROM candidate_attachments ORDER BY kind", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let kinds: Vec<String> = db
+        .client
+        .query("SELECT kind FROM candidate_attachments ORDER BY kind", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(kinds, ["interview_feedback", "offer", "offer", "offer", "resume"]);
 
     // Redelivery, and a newer submission with the same links: nothing is downloaded again.
@@ -114,8 +133,19 @@ async fn dead_links_are_recorded_as_failed_and_the_candidate_is_stored() {
     let files = FileServer::start(&format!("http://{}/cv.pdf", tripwire.addr)).await;
     broker.declare().await;
     let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
-    let offers = json!([files.url("big.bin"), files.url("loop1"), files.url("to-blocked"), "ftp://127.0.0.1/x", format!("http://user:pw@{}/cv.pdf", files.addr)]);
-    broker.publish(&Meta::new("ak", helpers::now(), "dead-links", Utc::now()), &payload("dead-links", &files.url("missing"), "", offers)).await;
+    let offers = json!([
+        files.url("big.bin"),
+        files.url("loop1"),
+        files.url("to-blocked"),
+        "ftp://127.0.0.1/x",
+        format!("http://user:pw@{}/cv.pdf", files.addr)
+    ]);
+    broker
+        .publish(
+            &Meta::new("ak", helpers::now(), "dead-links", Utc::now()),
+            &payload("dead-links", &files.url("missing"), "", offers),
+        )
+        .await;
     assert_eq!(db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await, 1, "the candidate is stored anyway");
 
     let got = rows(&db, "dead-links").await;
@@ -133,7 +163,10 @@ async fn dead_links_are_recorded_as_failed_and_the_candidate_is_stored() {
     assert!(error(format!("http://user:pw@{}/cv.pdf", files.addr)).contains("user-info"));
     assert_eq!(tripwire.connections(), 0, "the redirect to 127.0.0.2 never connected");
     assert_eq!(stored_files(&broker.prefix), 0, "no partial file left behind");
-    assert!(std::fs::read_dir(attachments_dir(&broker.prefix).join(".tmp")).map(|d| d.count()).unwrap_or(0) == 0, "temporary files are removed");
+    assert!(
+        std::fs::read_dir(attachments_dir(&broker.prefix).join(".tmp")).map(|d| d.count()).unwrap_or(0) == 0,
+        "temporary files are removed"
+    );
     worker.stop().await;
 }
 
@@ -174,7 +207,12 @@ async fn a_server_error_is_retried_and_then_stored() {
     let files = FileServer::start("http://127.0.0.2:1/").await;
     broker.declare().await;
     let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
-    broker.publish(&Meta::new("ak", helpers::now(), "flaky", Utc::now()), &payload("flaky", &files.url("flaky"), "", json!(""))).await;
+    broker
+        .publish(
+            &Meta::new("ak", helpers::now(), "flaky", Utc::now()),
+            &payload("flaky", &files.url("flaky"), "", json!("")),
+        )
+        .await;
     assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
     assert_eq!(files.hits("flaky"), 2, "500 first, then 200 on the retry");
     assert_eq!(db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await, 1);
@@ -188,7 +226,12 @@ async fn an_endless_body_is_cut_at_the_deadline_and_the_message_is_kept() {
     broker.declare().await;
     let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
     let started = Instant::now();
-    broker.publish(&Meta::new("ak", helpers::now(), "slow", Utc::now()), &payload("slow", &files.url("slow"), "", json!(""))).await;
+    broker
+        .publish(
+            &Meta::new("ak", helpers::now(), "slow", Utc::now()),
+            &payload("slow", &files.url("slow"), "", json!("")),
+        )
+        .await;
     let deadline = Instant::now() + WAIT;
     while files.slow_dropped_at().is_none() {
         assert!(Instant::now() < deadline, "the slow download is abandoned");
@@ -202,7 +245,9 @@ async fn an_endless_body_is_cut_at_the_deadline_and_the_message_is_kept() {
     let dead = broker.drain(&broker.topology.dead_queue).await;
     let h = dead[0].delivery.properties.headers().clone().unwrap();
     assert_eq!(moka_ingest::broker::envelope::header_str(&h, "x-error-kind").as_deref(), Some("attachment"));
-    assert!(moka_ingest::broker::envelope::header_str(&h, "x-error-message").unwrap().contains("gave up after 3 retries"));
+    assert!(moka_ingest::broker::envelope::header_str(&h, "x-error-message")
+        .unwrap()
+        .contains("gave up after 3 retries"));
     assert_eq!(files.hits("slow"), 4, "first attempt and three retries");
     worker.stop().await;
 }

@@ -56,7 +56,10 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await, "ingress becomes ready");
+    assert!(
+        wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await,
+        "ingress becomes ready"
+    );
 
     let payload_file = std::env::temp_dir().join(format!("{}.json", broker.prefix));
     std::fs::write(&payload_file, PAYLOAD).unwrap();
@@ -75,7 +78,10 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
     assert_eq!(broker.wait_depth(&broker.topology.queue, 1).await, 1);
 
     // A rejected request is logged (at info) with its request id.
-    let rejected = reqwest::Client::builder().no_proxy().build().unwrap()
+    let rejected = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
         .post(format!("http://127.0.0.1:{port}/api/v2/moka_candidates"))
         .header("x-request-id", "req-for-the-log-check")
         .body("payload=%7B%7D")
@@ -86,7 +92,8 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
 
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits after SIGTERM").unwrap();
     assert!(status.success(), "{status}");
     let mut logs = String::new();
     child.stdout.take().unwrap().read_to_string(&mut logs).await.unwrap();
@@ -116,14 +123,16 @@ fn service(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> to
 async fn sigterm_and_wait(mut child: tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap();
     assert!(status.success(), "{status}");
 }
 
 async fn post_candidates(port: u16, n: usize, tag: &str) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for i in 0..n {
-        let body = crate::helpers::signed(&crate::helpers::candidate_payload(&format!("{tag}-{i}"), "张三")).form_body();
+        let body =
+            crate::helpers::signed(&crate::helpers::candidate_payload(&format!("{tag}-{i}"), "张三")).form_body();
         let r = client
             .post(format!("http://127.0.0.1:{port}/api/v2/moka_candidates"))
             .header("content-type", "application/x-www-form-urlencoded")
@@ -141,14 +150,21 @@ async fn separate_ingress_and_two_worker_processes_store_every_candidate_once() 
     let port = free_port();
     let ingress = service("ingress", &broker.prefix, &db, &[("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}"))]);
     let (w1, w2) = (free_port(), free_port());
-    let workers = [w1, w2].map(|p| service("worker", &broker.prefix, &db, &[("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{p}"))]));
+    let workers = [w1, w2]
+        .map(|p| service("worker", &broker.prefix, &db, &[("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{p}"))]));
     assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await);
     for p in [w1, w2] {
-        assert!(wait_200(&format!("http://127.0.0.1:{p}/readyz"), Duration::from_secs(15)).await, "worker on {p} ready");
+        assert!(
+            wait_200(&format!("http://127.0.0.1:{p}/readyz"), Duration::from_secs(15)).await,
+            "worker on {p} ready"
+        );
     }
 
     post_candidates(port, 40, "proc").await;
-    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 40, Duration::from_secs(30)).await, 40);
+    assert_eq!(
+        db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 40, Duration::from_secs(30)).await,
+        40
+    );
     assert_eq!(db.count("SELECT DISTINCT moka_id FROM candidates").await, 40);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let metrics = client.get(format!("http://127.0.0.1:{w1}/metrics")).send().await.unwrap().text().await.unwrap();
@@ -169,7 +185,10 @@ async fn all_runs_ingress_and_worker_in_one_process() {
         "all",
         &broker.prefix,
         &db,
-        &[("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}")), ("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{ops}"))],
+        &[
+            ("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}")),
+            ("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{ops}")),
+        ],
     );
     assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await);
     assert!(wait_200(&format!("http://127.0.0.1:{ops}/readyz"), Duration::from_secs(15)).await);

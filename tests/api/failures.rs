@@ -43,14 +43,20 @@ async fn dlq_cli(broker: &TestBroker, schedule: &str, args: &[&str]) -> (bool, S
         .output()
         .await
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// What the dead-letter queue holds, without removing it.
 async fn dead_messages(broker: &TestBroker) -> Vec<dlq::DeadMessage> {
     let ch = broker._conn.create_channel().await.unwrap();
     let mut out = Vec::new();
-    while let Some(m) = ch.basic_get(&broker.topology.dead_queue, lapin::options::BasicGetOptions { no_ack: false }).await.unwrap() {
+    while let Some(m) =
+        ch.basic_get(&broker.topology.dead_queue, lapin::options::BasicGetOptions { no_ack: false }).await.unwrap()
+    {
         out.push(dlq::describe(&m.delivery.properties, &m.delivery.data));
     }
     ch.close(200, "put back").await.unwrap();
@@ -67,7 +73,12 @@ async fn a_database_outage_is_retried_through_the_delay_queues_and_nothing_dies(
     let settings = worker_settings(
         &broker.prefix,
         &db,
-        &[("database_url", &url), ("worker.migrate_on_start", "false"), ("retry.schedule", schedule), ("retry.db_attempts", "2")],
+        &[
+            ("database_url", &url),
+            ("worker.migrate_on_start", "false"),
+            ("retry.schedule", schedule),
+            ("retry.db_attempts", "2"),
+        ],
     );
     broker.declare().await;
     let worker = TestWorker::spawn(&settings).await;
@@ -134,11 +145,16 @@ async fn past_the_schedule_a_message_is_dead_with_its_reason_and_a_replay_stores
     assert!(ok);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["reason"], "attachment");
-    assert!(shown["error"].as_str().unwrap().contains("gave up after 3 retries") && shown["error"].as_str().unwrap().contains("503"), "{shown}");
+    assert!(
+        shown["error"].as_str().unwrap().contains("gave up after 3 retries")
+            && shown["error"].as_str().unwrap().contains("503"),
+        "{shown}"
+    );
     assert_eq!(shown["attempts"], 4);
     assert!(shown["first_failed_at"].as_str().is_some() && shown["failed_by"].as_str().is_some());
     assert_eq!(shown["payload"].as_str().unwrap(), with_resume("down", &files.url("switch")), "payload unchanged");
-    let why: serde_json::Value = db.client.query_one("SELECT error FROM submissions WHERE outcome = 'dead'", &[]).await.unwrap().get(0);
+    let why: serde_json::Value =
+        db.client.query_one("SELECT error FROM submissions WHERE outcome = 'dead'", &[]).await.unwrap().get(0);
     assert_eq!(why["kind"], "attachment", "SQL knows too");
 
     // …fixes the cause, and replays.
@@ -188,16 +204,19 @@ async fn poison(fault: &str) {
         publish(&broker, &format!("n-{i}"), &candidate_payload(&format!("n-{i}"), "neighbour")).await;
     }
     let worker = TestWorker::spawn(&worker_settings(&broker.prefix, &db, &[("worker.batch_timeout_ms", "500")])).await;
-    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 10, WAIT).await, 10, "neighbours unaffected");
+    assert_eq!(
+        db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 10, WAIT).await,
+        10,
+        "neighbours unaffected"
+    );
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
     let dead = dead_messages(&broker).await;
-    assert_eq!((dead[0].message_id.as_str(), dead[0].reason.as_str()), (poison.message_id.to_string().as_str(), "delivery_limit"));
-    let kind: String = db
-        .client
-        .query_one("SELECT error->>'kind' FROM submissions WHERE outcome = 'dead'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(
+        (dead[0].message_id.as_str(), dead[0].reason.as_str()),
+        (poison.message_id.to_string().as_str(), "delivery_limit")
+    );
+    let kind: String =
+        db.client.query_one("SELECT error->>'kind' FROM submissions WHERE outcome = 'dead'", &[]).await.unwrap().get(0);
     assert_eq!(kind, "delivery_limit", "recorded before its last delivery");
     broker.assert_accounted(&db, 11).await;
     worker.stop().await;
@@ -219,7 +238,10 @@ async fn a_replay_where_some_fail_again_replays_each_message_once() {
     let files = FileServer::start("http://127.0.0.2:1/").await;
     broker.declare().await;
     let worker = TestWorker::spawn(&worker_settings(&broker.prefix, &db, &[("attachments.allow", "127.0.0.1")])).await;
-    let again = [publish(&broker, "again-1", r#"{"id":"again-1"}"#).await, publish(&broker, "again-2", r#"{"id":"again-2"}"#).await];
+    let again = [
+        publish(&broker, "again-1", r#"{"id":"again-1"}"#).await,
+        publish(&broker, "again-2", r#"{"id":"again-2"}"#).await,
+    ];
     publish(&broker, "heal-1", &with_resume("heal-1", &files.url("switch"))).await;
     publish(&broker, "heal-2", &with_resume("heal-2", &files.url("switch"))).await;
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 4).await, 4);
@@ -242,7 +264,8 @@ async fn a_replay_where_some_fail_again_replays_each_message_once() {
 
     let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["purge", "--all"]).await;
     assert!(!ok && err.contains("--yes"), "purge needs --yes: {err}");
-    let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["purge", "--id", &again[0].message_id.to_string(), "--yes"]).await;
+    let (ok, _, err) =
+        dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["purge", "--id", &again[0].message_id.to_string(), "--yes"]).await;
     assert!(ok && err.contains("purged 1"), "{err}");
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
     worker.stop().await;

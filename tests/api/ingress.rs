@@ -4,7 +4,10 @@ use std::time::{Duration, Instant};
 
 use moka_ingest::{
     broker::topology::SUBMISSION_KEY,
-    ingress::{signature::{self, Encoding}, MESSAGE_ID_HEADER, REPLAY_HEADER},
+    ingress::{
+        signature::{self, Encoding},
+        MESSAGE_ID_HEADER, REPLAY_HEADER,
+    },
     sign::SignedRequest,
 };
 
@@ -122,10 +125,19 @@ async fn missing_duplicated_or_malformed_parameters_are_refused_with_their_code(
 
     let answer = ingress.post_form(format!("{body}&tonce={}", r.tonce)).await;
     assert_eq!((answer.status, answer.code), (400, 1002), "{}", answer.message);
-    let dup = ingress.client.post(format!("{}?signature={}", ingress.url, r.signature)).header("content-type", "application/x-www-form-urlencoded").body(body.clone()).send().await.unwrap();
+    let dup = ingress
+        .client
+        .post(format!("{}?signature={}", ingress.url, r.signature))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(Answer::read(dup).await.code, 1002, "a parameter in both query and body is a duplicate");
 
-    for (payload, want) in [("[1,2]", "JSON object"), (r#"{"name":"x"}"#, "id is missing"), (r#"{"id":7}"#, "must be a string")] {
+    for (payload, want) in
+        [("[1,2]", "JSON object"), (r#"{"name":"x"}"#, "id is missing"), (r#"{"id":7}"#, "must be a string")]
+    {
         let answer = ingress.post_form(signed(payload).form_body()).await;
         assert_eq!((answer.status, answer.code), (400, 1004), "{payload}");
         assert!(answer.message.contains(want), "{payload}: {}", answer.message);
@@ -270,7 +282,8 @@ async fn shutdown_lets_requests_in_flight_finish_and_every_ok_is_in_the_queue() 
         let (url, body) = (ingress.url.clone(), signed(&format!(r#"{{"id":"c{i}"}}"#)).form_body());
         let first_answer = first_answer.clone();
         tasks.push(tokio::spawn(async move {
-            let r = client.post(url).header("content-type", "application/x-www-form-urlencoded").body(body).send().await;
+            let r =
+                client.post(url).header("content-type", "application/x-www-form-urlencoded").body(body).send().await;
             first_answer.notify_one();
             r
         }));

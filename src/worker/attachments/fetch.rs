@@ -49,7 +49,12 @@ pub struct Downloader {
 }
 
 impl Downloader {
-    pub fn new(allow: AllowList, lookup: Arc<dyn Lookup>, limits: Limits, tmp_dir: PathBuf) -> Result<Downloader, String> {
+    pub fn new(
+        allow: AllowList,
+        lookup: Arc<dyn Lookup>,
+        limits: Limits,
+        tmp_dir: PathBuf,
+    ) -> Result<Downloader, String> {
         let allow = Arc::new(allow);
         let policy_allow = allow.clone();
         let max_redirects = limits.max_redirects;
@@ -95,14 +100,19 @@ impl Downloader {
             .and_then(disposition_file_name)
             .or_else(|| url_file_name(response.url()));
         if response.content_length().is_some_and(|n| n > self.limits.max_bytes) {
-            return Err(FetchError::Permanent(format!("larger than the {} byte cap (Content-Length)", self.limits.max_bytes)));
+            return Err(FetchError::Permanent(format!(
+                "larger than the {} byte cap (Content-Length)",
+                self.limits.max_bytes
+            )));
         }
 
         tokio::fs::create_dir_all(&self.tmp_dir).await.map_err(|e| FetchError::Transient(format!("temp dir: {e}")))?;
         let tmp_path = self.tmp_dir.join(format!("{}.part", uuid::Uuid::now_v7()));
         let result = self.stream_to(&tmp_path, response).await;
         match result {
-            Ok((sha256, size, head)) => Ok(Fetched { tmp_path, sha256, size, content_type: sniff(&head, hint.as_deref()), file_name }),
+            Ok((sha256, size, head)) => {
+                Ok(Fetched { tmp_path, sha256, size, content_type: sniff(&head, hint.as_deref()), file_name })
+            }
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp_path).await;
                 Err(e)
@@ -111,7 +121,11 @@ impl Downloader {
     }
 
     /// Writes the body to `path`, returning its SHA-256, its size and its first bytes (for sniffing).
-    async fn stream_to(&self, path: &PathBuf, response: reqwest::Response) -> Result<(String, u64, Vec<u8>), FetchError> {
+    async fn stream_to(
+        &self,
+        path: &PathBuf,
+        response: reqwest::Response,
+    ) -> Result<(String, u64, Vec<u8>), FetchError> {
         let io = |e: std::io::Error| FetchError::Transient(format!("writing the temporary file: {e}"));
         let mut file = tokio::fs::File::create(path).await.map_err(io)?;
         let mut hasher = Sha256::new();
@@ -176,7 +190,10 @@ fn classify(e: reqwest::Error) -> FetchError {
     } else if e.is_timeout() {
         FetchError::Transient(format!("timed out: {e}"))
     } else {
-        FetchError::Transient(format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))
+        FetchError::Transient(format!(
+            "{e}: {}",
+            std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
+        ))
     }
 }
 
@@ -185,7 +202,8 @@ pub fn sniff(head: &[u8], hint: Option<&str>) -> String {
     if let Some(kind) = infer::get(head) {
         // Office Open XML files are zips; infer's generic zip matcher comes first, so ask for them.
         if kind.mime_type() == "application/zip" {
-            let ooxml: [(fn(&[u8]) -> bool, &str); 3] = [
+            type Matcher = (fn(&[u8]) -> bool, &'static str);
+            let ooxml: [Matcher; 3] = [
                 (infer::doc::is_docx, "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
                 (infer::doc::is_xlsx, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
                 (infer::doc::is_pptx, "application/vnd.openxmlformats-officedocument.presentationml.presentation"),
@@ -245,7 +263,17 @@ mod tests {
         let check = |u: &str| check_url(&Url::parse(u).unwrap(), &allow);
         assert!(check("http://127.0.0.1:8/x").is_ok());
         assert!(check("https://example.com/x").is_ok());
-        for bad in ["ftp://example.com/x", "file:///etc/passwd", "http://user:pw@example.com/", "http://127.0.0.2/", "http://2130706434/", "http://0x7f000002/", "http://[::1]/", "http://[::ffff:127.0.0.2]/", "http://169.254.169.254/latest/meta-data"] {
+        for bad in [
+            "ftp://example.com/x",
+            "file:///etc/passwd",
+            "http://user:pw@example.com/",
+            "http://127.0.0.2/",
+            "http://2130706434/",
+            "http://0x7f000002/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.2]/",
+            "http://169.254.169.254/latest/meta-data",
+        ] {
             assert!(check(bad).is_err(), "{bad}");
         }
     }
@@ -253,10 +281,16 @@ mod tests {
     #[test]
     fn file_names() {
         assert_eq!(disposition_file_name(r#"attachment; filename="cv.pdf""#).as_deref(), Some("cv.pdf"));
-        assert_eq!(disposition_file_name("attachment; filename*=UTF-8''%E7%AE%80%E5%8E%86.pdf; filename=\"x.pdf\"").as_deref(), Some("简历.pdf"));
+        assert_eq!(
+            disposition_file_name("attachment; filename*=UTF-8''%E7%AE%80%E5%8E%86.pdf; filename=\"x.pdf\"").as_deref(),
+            Some("简历.pdf")
+        );
         assert_eq!(disposition_file_name(r#"attachment; filename="../../etc/passwd""#).as_deref(), Some("passwd"));
         assert_eq!(disposition_file_name("inline").as_deref(), None);
-        assert_eq!(url_file_name(&Url::parse("http://a/files/%E7%AE%80.docx?x=1").unwrap()).as_deref(), Some("简.docx"));
+        assert_eq!(
+            url_file_name(&Url::parse("http://a/files/%E7%AE%80.docx?x=1").unwrap()).as_deref(),
+            Some("简.docx")
+        );
         assert_eq!(url_file_name(&Url::parse("http://a/").unwrap()), None);
     }
 

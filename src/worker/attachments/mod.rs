@@ -56,7 +56,10 @@ pub struct Record {
 /// The links of a candidate, in payload order, without repeats.
 pub fn wanted(c: &Candidate) -> Vec<(Kind, String)> {
     let mut out: Vec<(Kind, String)> = Vec::new();
-    let links = c.resume_url.iter().map(|u| (Kind::Resume, u))
+    let links = c
+        .resume_url
+        .iter()
+        .map(|u| (Kind::Resume, u))
         .chain(c.interview_feedback_url.iter().map(|u| (Kind::InterviewFeedback, u)))
         .chain(c.offer_attachment_urls.iter().map(|u| (Kind::Offer, u)));
     for (kind, url) in links {

@@ -24,19 +24,31 @@ pub const PDF: &[u8] = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2
 
 /// A 1x1 PNG.
 pub const PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01,
-    0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41,
-    0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00,
-    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d,
+    0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
 /// A minimal DOCX: a stored (uncompressed) zip with the parts Word needs.
 pub fn docx() -> Vec<u8> {
     let parts: [(&str, &str); 4] = [
-        ("[Content_Types].xml", r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#),
-        ("_rels/.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>"#),
-        ("word/_rels/document.xml.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"></Relationships>"#),
-        ("word/document.xml", r#"<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>Offer</w:t></w:r></w:p></w:body></w:document>"#),
+        (
+            "[Content_Types].xml",
+            r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#,
+        ),
+        (
+            "_rels/.rels",
+            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>"#,
+        ),
+        (
+            "word/_rels/document.xml.rels",
+            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"></Relationships>"#,
+        ),
+        (
+            "word/document.xml",
+            r#"<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>Offer</w:t></w:r></w:p></w:body></w:document>"#,
+        ),
     ];
     let mut out = Vec::new();
     let mut central = Vec::new();
@@ -155,7 +167,10 @@ async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<String>) -> R
         "cv.pdf" | "cv-copy.pdf" => {
             let mut h = HeaderMap::new();
             h.insert(header::CONTENT_TYPE, "application/octet-stream".parse().unwrap());
-            h.insert(header::CONTENT_DISPOSITION, "attachment; filename*=UTF-8''%E7%AE%80%E5%8E%86.pdf".parse().unwrap());
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                "attachment; filename*=UTF-8''%E7%AE%80%E5%8E%86.pdf".parse().unwrap(),
+            );
             (h, PDF).into_response()
         }
         "offer.docx" => docx().into_response(),
@@ -163,7 +178,8 @@ async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<String>) -> R
         "feedback.html" => ([(header::CONTENT_TYPE, "text/html")], "<!DOCTYPE html><p>good</p>").into_response(),
         // Over any small cap, streamed in chunks with no Content-Length.
         "big.bin" => {
-            let chunks = futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 16 * 1024]))));
+            let chunks =
+                futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 16 * 1024]))));
             Body::from_stream(chunks).into_response()
         }
         // A body that never ends: one small chunk every 100 ms.
@@ -185,7 +201,9 @@ async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<String>) -> R
         }
         "flaky3" if hit <= 3 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         "flaky3" => ([(header::CONTENT_TYPE, "application/pdf")], PDF).into_response(),
-        "switch" if !shared.switch_on.load(std::sync::atomic::Ordering::SeqCst) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        "switch" if !shared.switch_on.load(std::sync::atomic::Ordering::SeqCst) => {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
         "switch" => ([(header::CONTENT_TYPE, "application/pdf")], PDF).into_response(),
         "missing" => StatusCode::NOT_FOUND.into_response(),
         "flaky" if hit == 1 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),

@@ -59,7 +59,11 @@ impl TestBroker {
     pub async fn depth(&self, queue: &str) -> u32 {
         let q = self
             .ch
-            .queue_declare(queue, lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+            .queue_declare(
+                queue,
+                lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                Default::default(),
+            )
             .await
             .expect("queue exists");
         q.message_count()
@@ -87,7 +91,11 @@ impl TestBroker {
     }
 
     pub async fn envelopes(&self, queue: &str) -> Vec<Envelope> {
-        self.drain(queue).await.iter().map(|m| Envelope::from_delivery(&m.delivery.properties, &m.delivery.data).expect("an envelope")).collect()
+        self.drain(queue)
+            .await
+            .iter()
+            .map(|m| Envelope::from_delivery(&m.delivery.properties, &m.delivery.data).expect("an envelope"))
+            .collect()
     }
 }
 
@@ -262,7 +270,8 @@ impl Drop for TestDb {
 }
 
 pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("PostgreSQL on 127.0.0.1:5432");
+    let (client, conn) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("PostgreSQL on 127.0.0.1:5432");
     tokio::spawn(conn);
     client
 }
@@ -313,7 +322,13 @@ impl TestBroker {
         let ch = self._conn.create_channel().await.unwrap();
         ch.confirm_select(Default::default()).await.unwrap();
         let confirm = ch
-            .basic_publish(&self.topology.exchange, moka_ingest::broker::topology::SUBMISSION_KEY, Default::default(), body, props)
+            .basic_publish(
+                &self.topology.exchange,
+                moka_ingest::broker::topology::SUBMISSION_KEY,
+                Default::default(),
+                body,
+                props,
+            )
             .await
             .unwrap()
             .await
@@ -344,7 +359,10 @@ pub fn candidate_payload(id: &str, name: &str) -> String {
 pub struct TestLookup;
 
 impl moka_ingest::worker::attachments::guard::Lookup for TestLookup {
-    fn lookup(&self, host: String) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>> {
+    fn lookup(
+        &self,
+        host: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>> {
         Box::pin(async move {
             if host == "evil.test" {
                 return Ok(vec!["127.0.0.2".parse().unwrap()]);
@@ -360,9 +378,14 @@ impl TestWorker {
         moka_ingest::telemetry::metrics();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
-        let handle = moka_ingest::worker::spawn_with_lookup(settings, listener, shutdown.clone(), std::sync::Arc::new(TestLookup))
-            .await
-            .expect("worker starts");
+        let handle = moka_ingest::worker::spawn_with_lookup(
+            settings,
+            listener,
+            shutdown.clone(),
+            std::sync::Arc::new(TestLookup),
+        )
+        .await
+        .expect("worker starts");
         TestWorker { shutdown, handle }
     }
 }
