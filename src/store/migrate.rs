@@ -22,7 +22,12 @@ pub async fn run(settings: &Settings) -> Result<Vec<String>, DbError> {
     let report = migrations::runner().run_async(&mut client).await;
     // The lock is also released when the session ends; unlocking explicitly lets the next worker go now.
     let unlocked = client.execute("SELECT pg_advisory_unlock($1, hashtext(current_schema()))", &[&LOCK_CLASS]).await;
-    let report = report.map_err(|e| DbError::Transient(format!("migration failed: {e}")))?;
+    let report = report.map_err(|e| match e.kind() {
+        // The database is unreachable or busy: waiting may help.
+        refinery::error::Kind::Connection(..) => DbError::Transient(format!("migration failed: {e}")),
+        // The history disagrees with the migrations in this binary: an operator must look.
+        _ => DbError::Permanent(format!("migration failed: {e}")),
+    })?;
     unlocked?;
     drop(client);
     let _ = connection.await;

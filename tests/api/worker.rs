@@ -272,3 +272,20 @@ async fn a_worker_that_loses_the_broker_reconnects_and_loses_nothing() {
     broker.assert_accounted(&db, 15).await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_migration_history_that_disagrees_with_the_binary_stops_the_worker_with_a_clear_error() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let settings = worker_settings(&broker.prefix, &db, &[]);
+    store::migrate::run(&settings).await.unwrap();
+    db.client.execute("UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1", &[]).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = tokio::time::timeout(
+        Duration::from_secs(10),
+        moka_ingest::worker::spawn(&settings, listener, tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("refuses at once instead of retrying forever");
+    let err = started.err().expect("the worker does not start").to_string();
+    assert!(err.contains("V1__candidates") && err.contains("different"), "{err}");
+}
