@@ -13,7 +13,7 @@ use lapin::{
 };
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use super::{BatchError, Worker};
 use crate::{backoff::Backoff, broker};
@@ -79,7 +79,9 @@ async fn consume(
         };
         // A batch in progress is finished even if shutdown arrives meanwhile (unless it is
         // waiting for the database, then it is left to be redelivered).
-        match worker.process_deliveries(&batch, shutdown).await {
+        let first = batch[0].properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
+        let span = tracing::info_span!("batch", lane = id, messages = batch.len(), first_message_id = %first);
+        match worker.process_deliveries(&batch, shutdown).instrument(span).await {
             Ok(()) => {}
             Err(BatchError::Shutdown) => break Ok(()),
             Err(BatchError::Broker(e)) => break Err(e),
