@@ -103,7 +103,7 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
 }
 
 /// A `moka-ingest` process with the test's broker prefix, database and key.
-fn service(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> tokio::process::Child {
+pub fn service(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> tokio::process::Child {
     let mut cmd = Command::new(BIN);
     cmd.arg(role)
         .env("MOKA_INGEST_QUEUE_PREFIX", prefix)

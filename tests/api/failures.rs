@@ -9,10 +9,10 @@ use serde_json::json;
 use tokio::process::Command;
 
 use crate::{
-    cli::{free_port, wait_200, BIN},
+    cli::{free_port, service, wait_200, BIN},
     helpers::{
-        self, attachments_dir, candidate_payload, files::FileServer, proxy::Proxy, worker_settings, TestBroker, TestDb,
-        TestWorker, AMQP_URL, TEST_RETRY_SCHEDULE,
+        self, candidate_payload, files::FileServer, proxy::Proxy, worker_settings, TestBroker, TestDb, TestWorker,
+        AMQP_URL, TEST_RETRY_SCHEDULE,
     },
 };
 
@@ -279,21 +279,11 @@ async fn a_worker_killed_in_the_middle_of_a_message_leaves_it_to_be_stored_exact
     publish(&broker, "killed", &with_resume("killed", &files.url("slow2s"))).await;
     let spawn_worker = || {
         let port = free_port();
-        let child = Command::new(BIN)
-            .arg("worker")
-            .env("MOKA_INGEST_QUEUE_PREFIX", &broker.prefix)
-            .env("MOKA_INGEST_KEYS", format!("{}:{}", helpers::ACCESS_KEY, helpers::SECRET))
-            .env("AMQP_URL", AMQP_URL)
-            .env("DATABASE_URL", &db.url)
-            .env("MOKA_INGEST_ATTACHMENTS_DIR", attachments_dir(&broker.prefix))
-            .env("MOKA_INGEST_ATTACHMENTS_ALLOW", "127.0.0.1")
-            .env("MOKA_INGEST_RETRY__SCHEDULE", TEST_RETRY_SCHEDULE)
-            .env("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        (child, port)
+        let envs = [
+            ("MOKA_INGEST_ATTACHMENTS_ALLOW", "127.0.0.1".to_string()),
+            ("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{port}")),
+        ];
+        (service("worker", &broker.prefix, &db, &envs), port)
     };
     let (mut first, _) = spawn_worker();
     let deadline = tokio::time::Instant::now() + WAIT;
