@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::{
     broker::{
         self,
-        envelope::{header_int, header_str},
+        envelope::{header_int, header_str, Envelope},
         topology::{Topology, SUBMISSION_KEY},
     },
     config::Settings,
@@ -225,7 +225,13 @@ pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
         }
         _ => None,
     });
-    let payload = String::from_utf8_lossy(body).into_owned();
+    // A message that is not a readable envelope is shown as it is.
+    let envelope = Envelope::from_delivery(props, body).ok();
+    let meta = envelope.as_ref().map(|e| &e.meta);
+    let payload = match &envelope {
+        Some(e) => e.payload.clone(),
+        None => String::from_utf8_lossy(body).into_owned(),
+    };
     let name =
         serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
     let reason = header_str(h, "x-error-kind").or_else(|| death_str("reason")).unwrap_or_else(|| "unknown".into());
@@ -238,15 +244,15 @@ pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
     let delivery_count = header_int(h, "x-delivery-count").unwrap_or(0);
     DeadMessage {
         message_id: props.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default(),
-        moka_id: header_str(h, "x-moka-id").unwrap_or_default(),
+        moka_id: meta.map(|m| m.moka_id.clone()).unwrap_or_default(),
         name,
         attempts: header_int(h, "x-attempts")
             .unwrap_or(header_int(h, "x-retry-count").unwrap_or(0) + delivery_count + 1),
         failed_at: header_str(h, "x-last-failed-at").or(death_time),
         first_failed_at: header_str(h, "x-first-failed-at"),
         failed_by: header_str(h, "x-failed-by"),
-        received_at: header_str(h, "x-received-at"),
-        tonce: header_int(h, "x-tonce"),
+        received_at: meta.map(|m| m.received_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        tonce: meta.map(|m| m.tonce),
         reason,
         error,
         payload,

@@ -13,8 +13,9 @@ pub mod signature;
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode, Uri},
+    body::Body,
+    extract::{Request, State},
+    http::{header, request::Parts, HeaderValue},
     response::{IntoResponse, Response},
     routing::post,
     serve::ListenerExt,
@@ -22,9 +23,10 @@ use axum::{
 };
 use bytes::Bytes;
 use chrono::Utc;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
@@ -68,7 +70,7 @@ const OK_BODY: &str = r#"{"error_code":0,"error_message":"ok"}"#;
 
 /// A request that was answered "ok".
 enum Accepted {
-    Enqueued(Uuid),
+    Enqueued { message_id: Uuid, moka_id: String },
     Replayed,
 }
 
@@ -91,25 +93,22 @@ impl Ingress {
         let publisher = self.publisher.clone();
         let ready: ops::Readiness =
             Arc::new(move || if publisher.is_ready() { Ok(()) } else { Err("broker not connected".into()) });
-        Router::new()
-            .route(signature::PATH, post(submit))
-            .layer(DefaultBodyLimit::max(self.body_limit))
-            .with_state(self.clone())
-            .merge(ops::router(ready))
+        Router::new().route(signature::PATH, post(submit)).with_state(self.clone()).merge(ops::router(ready))
     }
 
-    async fn accept(
-        &self,
-        query: Option<&str>,
-        headers: &HeaderMap,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Result<Accepted, Rejection> {
-        let body = body.map_err(|e| match e.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => Rejection::TooLarge(self.body_limit),
-            _ => Rejection::Malformed(e.body_text()),
-        })?;
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let params = Params::parse(query, content_type, &body)?;
+    /// Reads the body, at most `body_limit` bytes of it.
+    async fn read_body(&self, body: Body) -> Result<Bytes, Rejection> {
+        match Limited::new(body, self.body_limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<LengthLimitError>() => Err(Rejection::TooLarge(self.body_limit)),
+            Err(e) => Err(Rejection::Malformed(format!("the request body could not be read: {e}"))),
+        }
+    }
+
+    async fn accept(&self, parts: &Parts, body: Body) -> Result<Accepted, Rejection> {
+        let body = self.read_body(body).await?;
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let params = Params::parse(parts.uri.query(), content_type, &body)?;
         let payload = params.required("payload")?;
         let access_key = params.required("access_key")?;
         let tonce = params.required("tonce")?;
@@ -127,69 +126,78 @@ impl Ingress {
             return Ok(Accepted::Replayed);
         }
         let moka_id = payload_id(payload)?;
-        tracing::Span::current().record("moka_id", moka_id.as_str());
 
         let meta = Meta::new(access_key, tonce, &moka_id, now);
         let topology: &Topology = self.publisher.topology();
         let started = std::time::Instant::now();
         self.publisher
-            .publish(&topology.exchange, SUBMISSION_KEY, payload.as_bytes(), meta.properties())
+            .publish(&topology.exchange, SUBMISSION_KEY, &meta.body(payload.as_bytes()), meta.properties())
             .await
-            .map_err(|e| {
-                warn!(error = %e, "publish failed");
-                Rejection::Unavailable(e.to_string())
-            })?;
+            .map_err(|e| Rejection::Unavailable(e.to_string()))?;
         self.publish_seconds.record(started.elapsed().as_secs_f64());
         self.replay.remember(sig, tonce + self.window_secs, now.timestamp());
-        Ok(Accepted::Enqueued(meta.message_id))
+        Ok(Accepted::Enqueued { message_id: meta.message_id, moka_id })
     }
 }
 
-async fn submit(
-    State(app): State<Arc<Ingress>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request_id = headers
+/// The endpoint. Every log line of a request carries its `request_id`, also returned in the
+/// `x-request-id` header: the client's when it sent a sane one, otherwise the message id of an
+/// accepted request (one id from the answer to the queue) or a fresh UUIDv7. No span per request:
+/// on the hot path a span costs more than the one line a request may log.
+async fn submit(State(app): State<Arc<Ingress>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let given = parts
+        .headers
         .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| Uuid::now_v7().to_string());
-    let span = tracing::info_span!("submission", %request_id, moka_id = tracing::field::Empty);
-    let outcome = app.accept(uri.query(), &headers, body).instrument(span.clone()).await;
-    let _enter = span.enter();
-    let mut response = match outcome {
-        Ok(accepted) => {
-            let mut response = ([(header::CONTENT_TYPE, "application/json")], OK_BODY).into_response();
-            let h = response.headers_mut();
-            match accepted {
-                Accepted::Enqueued(id) => {
-                    app.accepted.increment(1);
-                    // Debug, not info: at thousands per second the metrics count these; rejections
-                    // and failures, which someone must look at, are logged at info and above.
-                    tracing::debug!(message_id = %id, "submission enqueued");
-                    h.insert(MESSAGE_ID_HEADER, HeaderValue::from_str(&id.to_string()).expect("uuid is ascii"));
-                }
-                Accepted::Replayed => {
-                    app.replayed.increment(1);
-                    info!("repeat of an accepted request: answered ok, not enqueued again");
-                    h.insert(REPLAY_HEADER, HeaderValue::from_static("true"));
-                }
-            }
-            response
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .cloned();
+    let outcome = app.accept(&parts, body).await;
+    let (mut response, request_id) = match outcome {
+        Ok(Accepted::Enqueued { message_id, moka_id }) => {
+            app.accepted.increment(1);
+            let id = uuid_header(message_id);
+            let request_id = given.unwrap_or_else(|| id.clone());
+            // Debug, not info: at thousands per second the metrics count these; rejections and
+            // failures, which someone must look at, are logged at info and above.
+            tracing::debug!(request_id = text(&request_id), %message_id, %moka_id, "submission enqueued");
+            let mut response = ok_response();
+            response.headers_mut().insert(MESSAGE_ID_HEADER, id);
+            (response, request_id)
+        }
+        Ok(Accepted::Replayed) => {
+            app.replayed.increment(1);
+            let request_id = given.unwrap_or_else(|| uuid_header(Uuid::now_v7()));
+            info!(request_id = text(&request_id), "repeat of an accepted request: answered ok, not enqueued again");
+            let mut response = ok_response();
+            response.headers_mut().insert(REPLAY_HEADER, HeaderValue::from_static("true"));
+            (response, request_id)
         }
         Err(rejection) => {
             metrics::counter!("moka_ingress_requests_total", "outcome" => rejection.kind()).increment(1);
-            info!(code = rejection.code(), reason = %rejection, "request rejected");
-            rejection.into_response()
+            let request_id = given.unwrap_or_else(|| uuid_header(Uuid::now_v7()));
+            let (rid, code) = (text(&request_id), rejection.code());
+            match rejection {
+                Rejection::Unavailable(_) => warn!(request_id = rid, code, reason = %rejection, "request not enqueued"),
+                _ => info!(request_id = rid, code, reason = %rejection, "request rejected"),
+            }
+            (rejection.into_response(), request_id)
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
+    response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
     response
+}
+
+fn uuid_header(id: Uuid) -> HeaderValue {
+    let mut buf = Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).expect("a uuid is ascii")
+}
+
+fn text(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or_default()
+}
+
+fn ok_response() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OK_BODY).into_response()
 }
 
 /// Whole seconds, or milliseconds when the value is clearly milliseconds; within ±`window` of `now`.

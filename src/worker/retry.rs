@@ -81,6 +81,7 @@ impl Worker {
 /// The message and candidate ids of a delivery, for logs.
 fn ids(delivery: &Delivery) -> (String, String) {
     let message_id = delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
-    let moka_id = delivery.properties.headers().as_ref().and_then(|h| header_str(h, "x-moka-id")).unwrap_or_default();
+    let moka_id =
+        Envelope::from_delivery(&delivery.properties, &delivery.data).map(|e| e.meta.moka_id).unwrap_or_default();
     (message_id, moka_id)
 }

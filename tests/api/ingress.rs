@@ -6,7 +6,7 @@ use moka_ingest::{
     broker::topology::SUBMISSION_KEY,
     ingress::{
         signature::{self, Encoding},
-        MESSAGE_ID_HEADER, REPLAY_HEADER,
+        MESSAGE_ID_HEADER, REPLAY_HEADER, REQUEST_ID_HEADER,
     },
     sign::SignedRequest,
 };
@@ -33,6 +33,10 @@ async fn a_signed_request_lands_in_the_queue_with_the_envelope_and_the_exact_pay
     assert_eq!((meta.moka_id.as_str(), meta.access_key.as_str(), meta.tonce), ("cand-1", ACCESS_KEY, request.tonce));
     assert_eq!(meta.message_id.get_version_num(), 7);
     assert_eq!(answer.headers[MESSAGE_ID_HEADER].to_str().unwrap(), meta.message_id.to_string());
+    assert_eq!(
+        answer.headers[REQUEST_ID_HEADER], answer.headers[MESSAGE_ID_HEADER],
+        "no request id given: the message id"
+    );
     assert!((chrono::Utc::now() - meta.received_at).num_seconds().abs() < 30);
     ingress.stop().await;
 }
@@ -191,6 +195,51 @@ async fn bodies_over_the_limit_get_413() {
     let answer = ingress.post_form(signed(&big).form_body()).await;
     assert_eq!((answer.status, answer.code), (413, 1005), "{}", answer.message);
     assert_eq!(ingress.post_form(signed(PAYLOAD).form_body()).await.code, 0, "small ones still pass");
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_gets_413_too() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[("ingress.body_limit_bytes", "2048")])).await;
+    let big = signed(&format!(r#"{{"id":"big","note":"{}"}}"#, "x".repeat(4096))).form_body();
+    // A stream has no Content-Length: the limit is applied to the bytes as they arrive.
+    let chunks = big.into_bytes().chunks(1000).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>();
+    let r = ingress
+        .client
+        .post(&ingress.url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    let answer = Answer::read(r).await;
+    assert_eq!((answer.status, answer.code), (413, 1005), "{}", answer.message);
+    assert_eq!(broker.envelopes(&broker.topology.queue).await.len(), 0);
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn the_clients_request_id_is_echoed_and_a_missing_one_is_made_up() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    let post = |request_id: Option<&'static str>, body: String| {
+        let mut r = ingress.client.post(&ingress.url).header("content-type", "application/x-www-form-urlencoded");
+        if let Some(id) = request_id {
+            r = r.header(REQUEST_ID_HEADER, id);
+        }
+        async move { Answer::read(r.body(body).send().await.unwrap()).await }
+    };
+    let accepted = post(Some("moka-trace-42"), signed(PAYLOAD).form_body()).await;
+    assert_eq!((accepted.code, accepted.headers[REQUEST_ID_HEADER].to_str().unwrap()), (0, "moka-trace-42"));
+    let rejected = post(Some("moka-trace-43"), "payload=%7B%7D".into()).await;
+    assert_eq!((rejected.code, rejected.headers[REQUEST_ID_HEADER].to_str().unwrap()), (1001, "moka-trace-43"));
+    // No id, or one that is not a sane header value: a fresh UUIDv7.
+    for given in [None, Some(" ")] {
+        let answer = post(given, "payload=%7B%7D".into()).await;
+        let id = uuid::Uuid::parse_str(answer.headers[REQUEST_ID_HEADER].to_str().unwrap()).expect("a uuid");
+        assert_eq!(id.get_version_num(), 7);
+    }
     ingress.stop().await;
 }
 

@@ -315,7 +315,7 @@ impl TestBroker {
 
     /// Publishes `payload` with `meta` straight to the submission exchange, confirmed.
     pub async fn publish(&self, meta: &moka_ingest::broker::envelope::Meta, payload: &str) {
-        self.publish_raw(payload.as_bytes(), meta.properties()).await;
+        self.publish_raw(&meta.body(payload.as_bytes()), meta.properties()).await;
     }
 
     pub async fn publish_raw(&self, body: &[u8], props: lapin::BasicProperties) {
