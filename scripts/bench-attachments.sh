@@ -5,6 +5,7 @@
 # Needs RabbitMQ and PostgreSQL on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 cargo build --release --quiet
 M=$PWD/target/release/moka-ingest
 PREFIX=benchatt$$
@@ -19,7 +20,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     $PSQL -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
-    for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$PREFIX\."); do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+    delete_topology "$PREFIX"
     rm -rf "$WORK"
 }
 trap cleanup EXIT

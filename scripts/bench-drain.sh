@@ -8,6 +8,7 @@
 # ref-drain, which fetches nothing either.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 LIMITS_MANIFEST=${LIMITS_MANIFEST:-../shared/tools/limits/Cargo.toml}
 LIMITS_TARGET=${LIMITS_TARGET:-/tmp/limits-target}
 N=${N:-20000}
@@ -28,7 +29,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     for s in "${SCHEMAS[@]}"; do $PSQL -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
-    for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$PREFIX\."); do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+    delete_topology "$PREFIX"
     rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

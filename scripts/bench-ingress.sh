@@ -4,6 +4,7 @@
 # Needs RabbitMQ on 127.0.0.1:5672. Prints one line per run and the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 LIMITS_MANIFEST=${LIMITS_MANIFEST:-../shared/tools/limits/Cargo.toml}
 LIMITS_TARGET=${LIMITS_TARGET:-/tmp/limits-target}
 N=${N:-20000}
@@ -22,7 +23,7 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$PREFIX\."); do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+    delete_topology "$PREFIX"
     rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

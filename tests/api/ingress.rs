@@ -308,6 +308,81 @@ async fn broker_loss_answers_503_at_once_and_the_ingress_recovers_without_restar
 }
 
 #[tokio::test]
+async fn a_confirm_that_does_not_arrive_in_time_is_answered_503() {
+    let broker = TestBroker::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let url = proxy.url();
+    let settings = helpers::settings(&broker.prefix, &[("amqp_url", &url), ("ingress.confirm_timeout_ms", "300")]);
+    let ingress = TestIngress::spawn(&settings).await;
+
+    // The broker takes the message but its confirm never comes back in time.
+    proxy.stall();
+    let started = Instant::now();
+    let answer = ingress.post_form(signed(PAYLOAD).form_body()).await;
+    assert_eq!((answer.status, answer.code), (503, 5001), "{}", answer.message);
+    assert!(answer.message.contains("no publisher confirm"), "{}", answer.message);
+    assert!(started.elapsed() < Duration::from_secs(3), "answered at the timeout: {:?}", started.elapsed());
+
+    // Moka's retry after the broker answers again is accepted (the failed attempt was not
+    // remembered as a replay). The first copy did reach the queue: a 503 means "not known to be
+    // queued", and the worker stores a repeated submission once.
+    proxy.unstall();
+    let retry = ingress.post_form(signed(PAYLOAD).form_body()).await;
+    assert_eq!((retry.status, retry.code), (200, 0), "{}", retry.message);
+    assert!(retry.headers.get(REPLAY_HEADER).is_none());
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 2).await, 2);
+    ingress.stop().await;
+}
+
+/// A RabbitMQ policy for one test's queues, removed when dropped (also when the test fails).
+struct Policy(String);
+
+impl Policy {
+    fn set(name: String, pattern: &str, definition: &str) -> Policy {
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "set_policy", "--apply-to", "queues", &name, pattern, definition])
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success(), "set_policy {name}");
+        Policy(name)
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl").args(["-q", "clear_policy", &self.0]).status();
+    }
+}
+
+#[tokio::test]
+async fn a_message_the_broker_nacks_is_answered_503() {
+    let broker = TestBroker::new().await;
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
+    // A full queue: the submissions queue overflows with reject-publish, so the broker nacks.
+    let queue = &broker.topology.queue;
+    let _full = Policy::set(
+        format!("{}-max-length", broker.prefix),
+        &format!("^{}$", queue.replace('.', "\\.")),
+        r#"{"max-length":1}"#,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut answers = Vec::new();
+    // The policy reaches the queue asynchronously: send until the broker refuses one.
+    while answers.last().is_none_or(|a: &Answer| a.code == 0) {
+        assert!(Instant::now() < deadline, "the broker never refused a message: {answers:?}");
+        answers.push(ingress.post_form(signed(&format!(r#"{{"id":"full-{}"}}"#, answers.len())).form_body()).await);
+    }
+    let refused = answers.last().unwrap();
+    assert_eq!((refused.status, refused.code), (503, 5001), "{}", refused.message);
+    assert!(refused.message.contains("nack"), "{}", refused.message);
+    // RabbitMQ enforces a quorum queue's limit a message late; what matters is that every message
+    // answered ok is queued and the refused one is not.
+    let confirmed = answers.iter().filter(|a| a.code == 0).count();
+    assert_eq!(broker.envelopes(queue).await.len(), confirmed, "only what was confirmed is queued");
+    ingress.stop().await;
+}
+
+#[tokio::test]
 async fn health_readiness_and_metrics_are_served() {
     let broker = TestBroker::new().await;
     let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;

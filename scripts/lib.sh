@@ -1,0 +1,13 @@
+# Shared by the benchmark scripts (sourced, not run).
+
+# Deletes every queue and exchange whose name starts with "$1." (what a run declared).
+# rabbitmqctl has no delete_exchange; `eval` calls the broker's own function (RabbitMQ 3.10).
+delete_topology() {
+    local prefix=$1 name
+    for name in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$prefix\."); do
+        rabbitmqctl -q delete_queue "$name" >/dev/null 2>&1 || true
+    done
+    for name in $(rabbitmqctl -q list_exchanges name 2>/dev/null | grep "^$prefix\."); do
+        rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$name\">>), false, <<\"moka-ingest-bench\">>)." >/dev/null 2>&1 || true
+    done
+}
