@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ingress benchmark: the yardstick's `ref-ingress` and `moka-ingest ingress`, side by side in one
-# run, under the same `limits load` generator (n=20000, c=64), rounds interleaved.
+# run, under the same `limits load` generator (n=20000, c=64), rounds interleaved, the order
+# alternating from round to round.
 # Needs RabbitMQ on 127.0.0.1:5672. Prints one line per run and the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,11 +38,17 @@ for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/readyz >/dev/null && bre
 for _ in $(seq 100); do curl -s -o /dev/null -X POST http://127.0.0.1:18080/api/v2/moka_candidates && break; sleep 0.1; done
 
 OUT=$(mktemp)
-for round in $(seq "$ROUNDS"); do
+run() { # name port
+    # Both queues empty and the broker settled, so neither run inherits the other's backlog.
     rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
-    printf 'ref-ingress\t%s\n' "$("$L" load --url http://127.0.0.1:18080/api/v2/moka_candidates --secret "$SECRET" --access-key "$AK" --n "$N" --concurrency "$C" | tail -n 1)" | tee -a "$OUT"
     rabbitmqctl -q purge_queue "$PREFIX.submissions" >/dev/null
-    printf 'moka-ingest\t%s\n' "$("$L" load --url http://127.0.0.1:18090/api/v2/moka_candidates --secret "$SECRET" --access-key "$AK" --n "$N" --concurrency "$C" | tail -n 1)" | tee -a "$OUT"
+    sleep 1
+    printf '%s\t%s\n' "$1" "$("$L" load --url "http://127.0.0.1:$2/api/v2/moka_candidates" --secret "$SECRET" --access-key "$AK" --n "$N" --concurrency "$C" | tail -n 1)" | tee -a "$OUT"
+}
+for round in $(seq "$ROUNDS"); do
+    # The order alternates: whichever runs second in a round is not favoured every time.
+    if [ $((round % 2)) = 1 ]; then run ref-ingress 18080; run moka-ingest 18090
+    else run moka-ingest 18090; run ref-ingress 18080; fi
 done
 echo
 python3 - "$OUT" <<'PY'
@@ -59,5 +66,7 @@ for name, runs in rows.items():
     print(f"{name:12} median req/s {rps:8.0f}   median p99 {p99:6.2f} ms   ({len(runs)} runs)")
 (r_rps, r_p99), (m_rps, m_p99) = med["ref-ingress"], med["moka-ingest"]
 print(f"ratio: throughput {m_rps / r_rps:.2f}x (target >= 0.80), p99 {m_p99 / r_p99:.2f}x (target <= 1.50)")
+per_round = [float(m["req_per_s"]) / float(r["req_per_s"]) for r, m in zip(rows["ref-ingress"], rows["moka-ingest"])]
+print("throughput ratio per round:", " ".join(f"{x:.2f}" for x in per_round))
 PY
 rm -f "$OUT"

@@ -178,9 +178,16 @@ async fn a_validation_failure_is_dead_at_once_with_every_reason_and_no_retry() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
     broker.declare().await;
     let worker = TestWorker::spawn(&worker_settings(&broker.prefix, &db, &[])).await;
-    publish(&broker, "invalid", r#"{"id":"invalid","phone":"1","operator":{}}"#).await;
+    let payload = r#"{"id":"invalid","phone":"1","operator":{}}"#;
+    let meta = publish(&broker, "invalid", payload).await;
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
     let dead = dead_messages(&broker).await;
+    // What `dlq show` prints comes from the envelope: ids, tonce, receive time, the bare payload.
+    assert_eq!(
+        (dead[0].moka_id.as_str(), dead[0].tonce, dead[0].payload.as_str()),
+        ("invalid", Some(meta.tonce), payload)
+    );
+    assert_eq!(dead[0].received_at, Some(meta.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
     assert_eq!(dead[0].reason, "validation");
     assert_eq!(dead[0].attempts, 1, "no retries");
     for field in ["name: is missing", "email: is missing", "jobTitle: is missing"] {
