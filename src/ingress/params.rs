@@ -52,10 +52,18 @@ impl Params {
 
 /// Decodes `application/x-www-form-urlencoded` pairs strictly: a malformed `%` escape or bytes
 /// that are not UTF-8 are refused (what was signed cannot be known), where `form_urlencoded`
-/// would silently substitute U+FFFD. One pass per component; this is the ingress's hottest loop.
+/// would silently substitute U+FFFD.
 fn parse_form(input: &[u8], out: &mut Vec<(String, String)>) -> Result<(), Rejection> {
-    for pair in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+    // memchr finds the separators in the long payload value many bytes at a time.
+    let mut rest = input;
+    while !rest.is_empty() {
+        let end = memchr::memchr(b'&', rest).unwrap_or(rest.len());
+        let pair = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = match memchr::memchr(b'=', pair) {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &pair[..0]),
         };
@@ -64,33 +72,60 @@ fn parse_form(input: &[u8], out: &mut Vec<(String, String)>) -> Result<(), Rejec
     Ok(())
 }
 
-fn decode_component(input: &[u8]) -> Result<String, Rejection> {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let mut bytes = Vec::with_capacity(input.len());
+/// The value of each byte as a hex digit; `NOT_HEX` for every other byte.
+const NOT_HEX: u8 = 0xff;
+const HEX: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
     let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => bytes.push(b' '),
-            b'%' => {
-                let decoded = input.get(i + 1..i + 3).and_then(|h| Some(hex(h[0])? << 4 | hex(h[1])?));
-                let Some(byte) = decoded else {
-                    return Err(Rejection::Malformed("the form body has a malformed %-escape".into()));
-                };
-                bytes.push(byte);
-                i += 2;
-            }
-            b => bytes.push(b),
-        }
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
         i += 1;
     }
-    String::from_utf8(bytes).map_err(|_| Rejection::Malformed("a form value is not valid UTF-8".into()))
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Decodes one name or value. A form-encoded payload is mostly escapes (JSON punctuation, every
+/// byte of Chinese text), so this is a byte loop with a table lookup per hex digit, writing into
+/// a buffer sized once (the output is never longer than the input). Measured with callgrind, this
+/// indexed loop took fewer instructions than `Vec::push` or slice-pattern variants.
+fn decode_component(input: &[u8]) -> Result<String, Rejection> {
+    let mut out = vec![0u8; input.len()];
+    let (mut i, mut n) = (0, 0);
+    while i < input.len() {
+        let b = input[i];
+        out[n] = if b == b'%' {
+            let (hi, lo) = match input.get(i + 1..i + 3) {
+                Some(h) => (HEX[h[0] as usize], HEX[h[1] as usize]),
+                None => (NOT_HEX, NOT_HEX),
+            };
+            if hi == NOT_HEX || lo == NOT_HEX {
+                return Err(malformed_escape());
+            }
+            i += 3;
+            hi << 4 | lo
+        } else {
+            i += 1;
+            if b == b'+' {
+                b' '
+            } else {
+                b
+            }
+        };
+        n += 1;
+    }
+    out.truncate(n);
+    String::from_utf8(out).map_err(|_| Rejection::Malformed("a form value is not valid UTF-8".into()))
+}
+
+#[cold]
+fn malformed_escape() -> Rejection {
+    Rejection::Malformed("the form body has a malformed %-escape".into())
 }
 
 /// Reads a JSON object whose values are strings (numbers are taken as their text, for `tonce`),
@@ -149,6 +184,52 @@ mod tests {
             let err = Params::parse(q, ct, body).unwrap_err();
             assert_eq!(err.code(), 1002, "{q:?} {body:?}");
         }
+    }
+
+    /// The plain reading of the rules, as the oracle for the fast decoder.
+    fn naive(input: &[u8]) -> Option<String> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < input.len() {
+            match input[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let h = std::str::from_utf8(input.get(i + 1..i + 3)?).ok()?;
+                    out.push(u8::from_str_radix(h, 16).ok().filter(|_| !h.starts_with('+'))?);
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).ok()
+    }
+
+    #[test]
+    fn the_decoder_agrees_with_the_plain_rules() {
+        // Deterministic pseudo-random inputs over an alphabet rich in escapes, broken escapes,
+        // '+' and multi-byte text.
+        let alphabet: [&[u8]; 12] =
+            [b"%", b"+", b"a", b"%2B", b"%e5%BC%a0", b"%zz", b"%4", b"=", "张".as_bytes(), b"%20", b"%+1", b"~"];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut decoded, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let input: Vec<u8> = (0..next(9)).flat_map(|_| alphabet[next(alphabet.len())].to_vec()).collect();
+            let fast = decode_component(&input).ok();
+            assert_eq!(fast, naive(&input), "{:?}", String::from_utf8_lossy(&input));
+            if fast.is_some() {
+                decoded += 1
+            } else {
+                refused += 1
+            }
+        }
+        assert!(decoded > 1000 && refused > 1000, "both outcomes are exercised: {decoded} {refused}");
     }
 
     #[test]
