@@ -334,6 +334,34 @@ async fn a_confirm_that_does_not_arrive_in_time_is_answered_503() {
     ingress.stop().await;
 }
 
+#[tokio::test]
+async fn concurrent_requests_are_published_without_waiting_for_each_others_confirms() {
+    let broker = TestBroker::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let url = proxy.url();
+    let settings = helpers::settings(&broker.prefix, &[("amqp_url", &url), ("ingress.confirm_timeout_ms", "20000")]);
+    let ingress = std::sync::Arc::new(TestIngress::spawn(&settings).await);
+
+    // With every confirm held back, all ten messages still reach the queue: none waits for
+    // another's confirm (one publish at a time would leave one in the queue and nine waiting).
+    proxy.stall();
+    let requests: Vec<_> = (0..10)
+        .map(|i| {
+            let ingress = ingress.clone();
+            tokio::spawn(async move { ingress.post_form(signed(&format!(r#"{{"id":"p-{i}"}}"#)).form_body()).await })
+        })
+        .collect();
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 10).await, 10, "all published before any confirm");
+    assert!(requests.iter().all(|r| !r.is_finished()), "no answer before the broker's confirm");
+
+    proxy.unstall();
+    for r in requests {
+        let answer = r.await.unwrap();
+        assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
+    }
+    std::sync::Arc::into_inner(ingress).expect("requests are done").stop().await;
+}
+
 /// A RabbitMQ policy for one test's queues, removed when dropped (also when the test fails).
 struct Policy(String);
 
