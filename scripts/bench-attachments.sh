@@ -12,8 +12,6 @@ PREFIX=benchatt$$
 SCHEMA=bench_att_$$
 WORK=$(mktemp -d)
 PSQL="psql -qtA -h 127.0.0.1 -U root test"
-KEY=bench-access-key
-SECRET=bench-secret-0123456789abcdef
 
 PIDS=()
 cleanup() {
@@ -31,7 +29,7 @@ python3 -m http.server 18095 --bind 127.0.0.1 --directory "$WORK/www" >/dev/null
 PIDS+=($!)
 $PSQL -c "CREATE SCHEMA $SCHEMA" >/dev/null
 export DATABASE_URL="postgres://root@127.0.0.1:5432/test?options=-c%20search_path%3D$SCHEMA"
-export MOKA_INGEST_QUEUE_PREFIX=$PREFIX MOKA_INGEST_KEYS="$KEY:$SECRET" MOKA_INGEST_ATTACHMENTS_ALLOW=127.0.0.1
+export MOKA_INGEST_QUEUE_PREFIX=$PREFIX MOKA_INGEST_KEYS="$AK:$SECRET" MOKA_INGEST_ATTACHMENTS_ALLOW=127.0.0.1
 export MOKA_INGEST_ATTACHMENTS_DIR=$WORK/store MOKA_INGEST_LISTEN=127.0.0.1:18096 MOKA_INGEST_WORKER_LISTEN=127.0.0.1:18097
 "$M" ingress >/dev/null 2>&1 &
 PIDS+=($!)
@@ -47,7 +45,7 @@ cat > "$WORK/payload.json" <<JSON
 {"id":"bench-att","name":"张三","phone":"13203030303","email":"a@b.com","jobTitle":"dev","operator":{"name":"李四"},"offerAttachmentUrls":$urls}
 JSON
 start=$(date +%s%3N)
-"$M" sign --access-key "$KEY" --secret "$SECRET" --payload-file "$WORK/payload.json" --url http://127.0.0.1:18096/api/v2/moka_candidates --send >/dev/null
+"$M" sign --access-key "$AK" --secret "$SECRET" --payload-file "$WORK/payload.json" --url http://127.0.0.1:18096/api/v2/moka_candidates --send >/dev/null
 until [ "$($PSQL -c "SELECT count(*) FROM $SCHEMA.candidate_attachments WHERE status = 'stored'" 2>/dev/null || echo 0)" -ge 8 ]; do sleep 0.05; done
 end=$(date +%s%3N)
 peak=$(awk '/VmHWM/ {print $2}' /proc/$WPID/status)

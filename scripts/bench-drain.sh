@@ -9,19 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-LIMITS_MANIFEST=${LIMITS_MANIFEST:-../shared/tools/limits/Cargo.toml}
-LIMITS_TARGET=${LIMITS_TARGET:-/tmp/limits-target}
 N=${N:-20000}
 ROUNDS=${ROUNDS:-3}
-SECRET=bench-secret-0123456789abcdef
-AK=bench-access-key
 PREFIX=benchdrain$$
 PSQL="psql -qtA -h 127.0.0.1 -U root test -v ON_ERROR_STOP=1 --set=client_min_messages=warning"
 
-CARGO_TARGET_DIR=$LIMITS_TARGET cargo build --release --quiet --manifest-path "$LIMITS_MANIFEST"
-cargo build --release --quiet
-L=$LIMITS_TARGET/release/limits
-M=$PWD/target/release/moka-ingest
+build_both
 
 PIDS=()
 SCHEMAS=()

@@ -6,19 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-LIMITS_MANIFEST=${LIMITS_MANIFEST:-../shared/tools/limits/Cargo.toml}
-LIMITS_TARGET=${LIMITS_TARGET:-/tmp/limits-target}
 N=${N:-20000}
 C=${C:-64}
 ROUNDS=${ROUNDS:-3}
-SECRET=bench-secret-0123456789abcdef
-AK=bench-access-key
 PREFIX=bench$$
 
-CARGO_TARGET_DIR=$LIMITS_TARGET cargo build --release --quiet --manifest-path "$LIMITS_MANIFEST"
-cargo build --release --quiet
-L=$LIMITS_TARGET/release/limits
-M=target/release/moka-ingest
+build_both
 
 PIDS=()
 cleanup() {

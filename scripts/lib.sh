@@ -11,3 +11,18 @@ delete_topology() {
         rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$name\">>), false, <<\"moka-ingest-bench\">>)." >/dev/null 2>&1 || true
     done
 }
+
+# The access key both sides of a benchmark accept, and its secret.
+AK=bench-access-key
+SECRET=bench-secret-0123456789abcdef
+
+# Builds the yardstick (into its own target dir: its folder may be read-only) and moka-ingest,
+# one after the other; sets L and M to their binaries.
+build_both() {
+    local manifest=${LIMITS_MANIFEST:-../shared/tools/limits/Cargo.toml}
+    local target=${LIMITS_TARGET:-/tmp/limits-target}
+    CARGO_TARGET_DIR=$target cargo build --release --quiet --manifest-path "$manifest"
+    cargo build --release --quiet
+    L=$target/release/limits
+    M=$PWD/target/release/moka-ingest
+}
