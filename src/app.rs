@@ -13,9 +13,23 @@ pub fn warn_about_dev_keys(settings: &Settings) {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit: each connection is a file descriptor,
+/// and the common default soft limit (1024, or less) is far below `ingress.max_connections`.
+pub fn raise_open_file_limit() {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, hard)) if soft < hard => match rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open-file limit to its hard limit"),
+            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        },
+        Ok((soft, _)) => info!(limit = soft, "open-file limit already at its hard limit"),
+        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
 /// Runs the ingress until `shutdown`.
 pub async fn run_ingress(settings: &Settings, shutdown: CancellationToken) -> std::io::Result<()> {
     warn_about_dev_keys(settings);
+    raise_open_file_limit();
     let listener = TcpListener::bind(settings.ingress.listen).await?;
     let ingress = ingress::prepare(settings, listener, shutdown)?;
     info!(listen = %ingress.addr, prefix = %settings.queue_prefix, "ingress listening");

@@ -15,6 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::signing::Encoding;
+
 /// The checked-in defaults, embedded so the binary runs without its source tree.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -47,6 +49,8 @@ pub struct Settings {
     pub queue_prefix: String,
     /// `access_key:secret` pairs, comma-separated.
     pub keys: SecretString,
+    /// `access_key:encoding` pairs (`raw`, `plus`, `form`), comma-separated; unlisted keys sign `raw`.
+    pub key_encodings: String,
     /// `text` or `json`.
     pub log_format: String,
     pub ingress: IngressSettings,
@@ -94,6 +98,14 @@ pub struct IngressSettings {
     pub confirm_timeout_ms: u64,
     /// Number of confirm-mode channels shared by all requests.
     pub publish_channels: usize,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// From a request's first byte (or the connection's start) to the end of its head.
+    pub header_timeout_ms: u64,
+    /// From the end of the head to the end of the body.
+    pub body_timeout_ms: u64,
+    /// A keep-alive connection waiting for its next request.
+    pub idle_timeout_ms: u64,
 }
 
 /// Broker topology and connection behaviour.
@@ -191,13 +203,20 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        KeyRing::parse(self.keys.expose_secret()).map_err(ConfigError::Invalid)?;
+        KeyRing::parse(self.keys.expose_secret(), &self.key_encodings).map_err(ConfigError::Invalid)?;
         let p = &self.queue_prefix;
         if p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return invalid(format!("queue_prefix {p:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"));
         }
         if self.ingress.publish_channels == 0 {
             return invalid("ingress.publish_channels must be at least 1".into());
+        }
+        let i = &self.ingress;
+        if i.max_connections == 0 || i.header_timeout_ms == 0 || i.body_timeout_ms == 0 || i.idle_timeout_ms == 0 {
+            return invalid(
+                "ingress.max_connections, header_timeout_ms, body_timeout_ms and idle_timeout_ms must be at least 1"
+                    .into(),
+            );
         }
         if self.broker.delivery_limit == 0 {
             return invalid("broker.delivery_limit must be at least 1".into());
@@ -223,7 +242,7 @@ impl Settings {
 
     /// The parsed access keys (validated at load, so this cannot fail afterwards).
     pub fn key_ring(&self) -> KeyRing {
-        KeyRing::parse(self.keys.expose_secret()).expect("validated at load")
+        KeyRing::parse(self.keys.expose_secret(), &self.key_encodings).expect("validated at load")
     }
 
     pub fn tonce_window(&self) -> Duration {
@@ -238,10 +257,18 @@ fn env_provider() -> Figment {
     Figment::new().merge(Env::prefixed("MOKA_INGEST_").split("__").lowercase(true)).merge(well_known)
 }
 
-/// HMAC state per secret, keyed by access key. Pre-keyed so each request only clones it.
+/// One access key: its HMAC state per secret (pre-keyed, so each request only clones it) and the
+/// one encoding its client signs with.
+#[derive(Clone)]
+pub struct Key {
+    pub macs: Vec<Hmac<Sha256>>,
+    pub encoding: Encoding,
+}
+
+/// The access keys.
 #[derive(Clone)]
 pub struct KeyRing {
-    keys: HashMap<String, Vec<Hmac<Sha256>>>,
+    keys: HashMap<String, Key>,
     /// Access keys that still use the development secret.
     dev_keys: Vec<String>,
 }
@@ -254,9 +281,10 @@ impl std::fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// Parses `ak:secret,ak:secret`. Refuses an empty list and secrets shorter than 16 bytes.
-    pub fn parse(spec: &str) -> Result<KeyRing, String> {
-        let mut keys: HashMap<String, Vec<Hmac<Sha256>>> = HashMap::new();
+    /// Parses `ak:secret,ak:secret` and the encodings `ak:form,…`. Refuses an empty list, secrets
+    /// shorter than 16 bytes, and an encoding for an unknown key or of an unknown name.
+    pub fn parse(spec: &str, encodings: &str) -> Result<KeyRing, String> {
+        let mut keys: HashMap<String, Key> = HashMap::new();
         let mut dev_keys = Vec::new();
         for (i, pair) in spec.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
             let Some((ak, secret)) = pair.split_once(':') else {
@@ -276,17 +304,31 @@ impl KeyRing {
                 dev_keys.push(ak.to_string());
             }
             let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
-            keys.entry(ak.to_string()).or_default().push(mac);
+            keys.entry(ak.to_string())
+                .or_insert_with(|| Key { macs: Vec::new(), encoding: Encoding::default() })
+                .macs
+                .push(mac);
         }
         if keys.is_empty() {
             return Err("no access key is configured (set MOKA_INGEST_KEYS=access_key:secret)".into());
         }
+        for pair in encodings.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (ak, name) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("key_encodings entry {pair:?} must be written access_key:encoding"))?;
+            let encoding = Encoding::from_name(name.trim()).ok_or_else(|| {
+                format!("key_encodings: encoding {:?} of access key {ak:?} must be raw, plus or form", name.trim())
+            })?;
+            keys.get_mut(ak.trim())
+                .ok_or_else(|| format!("key_encodings names access key {ak:?}, which is not in `keys`"))?
+                .encoding = encoding;
+        }
         Ok(KeyRing { keys, dev_keys })
     }
 
-    /// The pre-keyed MACs of an access key (two during a rotation), or `None` if unknown.
-    pub fn macs(&self, access_key: &str) -> Option<&[Hmac<Sha256>]> {
-        self.keys.get(access_key).map(Vec::as_slice)
+    /// An access key's secrets (two during a rotation) and encoding, or `None` if unknown.
+    pub fn key(&self, access_key: &str) -> Option<&Key> {
+        self.keys.get(access_key)
     }
 
     /// Access keys still configured with the development secret.
@@ -308,19 +350,30 @@ mod tests {
 
     #[test]
     fn key_ring_rejects_short_secret_and_empty_list() {
-        let err = KeyRing::parse("ak:short").unwrap_err();
+        let err = KeyRing::parse("ak:short", "").unwrap_err();
         assert!(err.contains("at least 16"), "{err}");
         assert!(!err.contains("short\""), "secret must not be echoed: {err}");
-        assert!(KeyRing::parse(" , ").unwrap_err().contains("no access key"));
-        assert!(KeyRing::parse("novalue").unwrap_err().contains("access_key:secret"));
+        assert!(KeyRing::parse(" , ", "").unwrap_err().contains("no access key"));
+        assert!(KeyRing::parse("novalue", "").unwrap_err().contains("access_key:secret"));
     }
 
     #[test]
     fn key_ring_keeps_both_secrets_of_a_rotation() {
-        let ring = KeyRing::parse("ak:0123456789abcdef,ak:fedcba9876543210,bk:0123456789abcdefX").unwrap();
-        assert_eq!(ring.macs("ak").unwrap().len(), 2);
-        assert_eq!(ring.macs("bk").unwrap().len(), 1);
-        assert!(ring.macs("ck").is_none());
+        let ring = KeyRing::parse("ak:0123456789abcdef,ak:fedcba9876543210,bk:0123456789abcdefX", "").unwrap();
+        assert_eq!(ring.key("ak").unwrap().macs.len(), 2);
+        assert_eq!(ring.key("bk").unwrap().macs.len(), 1);
+        assert!(ring.key("ck").is_none());
+    }
+
+    #[test]
+    fn each_key_has_one_encoding_raw_unless_declared() {
+        let ring = KeyRing::parse("ak:0123456789abcdef,bk:0123456789abcdef", "bk:form").unwrap();
+        assert_eq!(ring.key("ak").unwrap().encoding, Encoding::Raw);
+        assert_eq!(ring.key("bk").unwrap().encoding, Encoding::Form);
+        let err = KeyRing::parse("ak:0123456789abcdef", "ak:base64").unwrap_err();
+        assert!(err.contains("raw, plus or form"), "{err}");
+        let err = KeyRing::parse("ak:0123456789abcdef", "zk:form").unwrap_err();
+        assert!(err.contains("not in `keys`"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`config`]: `config/default.toml`, then a file, then environment variables; validated.
 //! - [`app`]: the roles the binary runs (`ingress`, `worker`, `all`).
 //! - [`ops`], [`telemetry`], [`shutdown`]: health and metrics endpoints, logs, signals.
+//! - [`signing`]: the canonical request text and its HMAC, shared by [`ingress`], [`sign`] and
+//!   [`config`] (each access key's encoding).
 //! - [`sign`]: the signing helper for integrators.
 
 pub mod admin;
@@ -21,6 +23,7 @@ pub mod ingress;
 pub mod ops;
 pub mod shutdown;
 pub mod sign;
+pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

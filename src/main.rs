@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use moka_ingest::{
-    admin, app, config::Settings, dlq::Selection, ingress::signature::Encoding, shutdown, sign::SignedRequest,
-    telemetry,
+    admin, app, config::Settings, dlq::Selection, shutdown, sign::SignedRequest, signing::Encoding, telemetry,
 };
 
 #[derive(Parser)]
@@ -97,8 +96,9 @@ struct SignArgs {
     /// Tonce in unix seconds (default: now).
     #[arg(long)]
     tonce: Option<i64>,
-    /// How values are written into the signed canonical query.
-    #[arg(long, value_enum, default_value_t = SignEncoding::Form)]
+    /// How values are written into the signed canonical query: the access key's declared
+    /// encoding (`key_encodings`; `raw` unless declared otherwise).
+    #[arg(long, value_enum, default_value_t = SignEncoding::Raw)]
     encoding: SignEncoding,
     /// Print a curl command instead of the body.
     #[arg(long)]

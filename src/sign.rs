@@ -1,7 +1,7 @@
 //! `moka-ingest sign`: builds a signed request the way Moka would, for integrators testing their
 //! side (and for this project's tests).
 
-use crate::ingress::signature::{self, Encoding};
+use crate::signing::{self, Encoding};
 
 /// One request to sign.
 #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@ impl SignedRequest {
             access_key: access_key.to_owned(),
             payload: payload.to_owned(),
             tonce,
-            signature: signature::sign(secret.as_bytes(), &params, encoding),
+            signature: signing::sign(secret.as_bytes(), &params, encoding),
         }
     }
 

@@ -1,14 +1,19 @@
 //! The signed HTTP ingress: `POST /api/v2/moka_candidates` verifies the request and hands the raw
 //! submission to RabbitMQ, answering success only once the broker confirmed it.
 //!
-//! It stays minimal on purpose: parameters ([`params`]), signature ([`signature`]), tonce window,
-//! replay cache ([`replay`]), a shallow payload check (a JSON object with a string `id`), publish.
-//! Everything deeper is the worker's job.
+//! It stays minimal on purpose: parameters ([`params`]), signature ([`crate::signing`]), tonce
+//! window, replay cache ([`replay`]), a shallow payload check (a JSON object with a string `id`),
+//! publish. Everything deeper is the worker's job. Connections are served by [`serve`], which
+//! bounds how many there are and how long each may wait.
+//!
+//! Nothing costly happens before the signature is verified: parsing the parameters is linear in
+//! the body (and their number capped), the HMAC is linear, and the payload is parsed only after.
 
 pub mod error;
 pub mod params;
 pub mod replay;
-pub mod signature;
+pub mod serve;
+pub use crate::signing as signature;
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,7 +23,6 @@ use axum::{
     http::{header, request::Parts, HeaderValue},
     response::{IntoResponse, Response},
     routing::post,
-    serve::ListenerExt,
     Router,
 };
 use bytes::Bytes;
@@ -40,7 +44,7 @@ use crate::{
 };
 use error::Rejection;
 use params::Params;
-use replay::ReplayCache;
+use replay::{Claim, ReplayCache};
 
 /// Response header set to `true` when the request repeated one already accepted (not enqueued again).
 pub const REPLAY_HEADER: &str = "x-moka-replay";
@@ -59,6 +63,7 @@ pub struct Ingress {
     publisher: Arc<Publisher>,
     window_secs: i64,
     body_limit: usize,
+    body_timeout: Duration,
     /// Metric handles resolved once: the hot path should not hash label sets per request.
     accepted: metrics::Counter,
     replayed: metrics::Counter,
@@ -82,26 +87,34 @@ impl Ingress {
             publisher,
             window_secs: settings.ingress.tonce_window_secs as i64,
             body_limit: settings.ingress.body_limit_bytes,
+            body_timeout: Duration::from_millis(settings.ingress.body_timeout_ms),
             accepted: metrics::counter!("moka_ingress_requests_total", "outcome" => "accepted"),
             replayed: metrics::counter!("moka_ingress_requests_total", "outcome" => "replayed"),
             publish_seconds: metrics::histogram!("moka_ingress_publish_seconds"),
         })
     }
 
-    /// The routes: the submission endpoint plus /healthz, /readyz, /metrics.
+    /// The routes: the submission endpoint plus /healthz, /readyz, /metrics; anything else is
+    /// answered in the same JSON shape (404, 405).
     pub fn router(self: &Arc<Self>) -> Router {
         let publisher = self.publisher.clone();
         let ready: ops::Readiness =
             Arc::new(move || if publisher.is_ready() { Ok(()) } else { Err("broker not connected".into()) });
-        Router::new().route(signature::PATH, post(submit)).with_state(self.clone()).merge(ops::router(ready))
+        Router::new()
+            .route(signature::PATH, post(submit).fallback(|| async { refuse(Rejection::MethodNotAllowed) }))
+            .with_state(self.clone())
+            .merge(ops::router(ready))
+            .fallback(|| async { refuse(Rejection::NotFound) })
     }
 
-    /// Reads the body, at most `body_limit` bytes of it.
+    /// Reads the body: at most `body_limit` bytes of it, within `body_timeout`.
     async fn read_body(&self, body: Body) -> Result<Bytes, Rejection> {
-        match Limited::new(body, self.body_limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<LengthLimitError>() => Err(Rejection::TooLarge(self.body_limit)),
-            Err(e) => Err(Rejection::Malformed(format!("the request body could not be read: {e}"))),
+        let read = Limited::new(body, self.body_limit).collect();
+        match tokio::time::timeout(self.body_timeout, read).await {
+            Err(_) => Err(Rejection::BodyTimeout(self.body_timeout.as_millis() as u64)),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Rejection::TooLarge(self.body_limit)),
+            Ok(Err(e)) => Err(Rejection::Malformed(format!("the request body could not be read: {e}"))),
         }
     }
 
@@ -114,19 +127,46 @@ impl Ingress {
         let tonce = params.required("tonce")?;
         let signature = params.required("signature")?;
 
-        let macs = self.keys.macs(access_key).ok_or(Rejection::UnknownKey)?;
+        let key = self.keys.key(access_key).ok_or(Rejection::UnknownKey)?;
         let sig = signature::decode_signature(signature)
-            .ok_or(Rejection::BadSignature("it must be 64 hexadecimal digits"))?;
-        if !signature::verify(macs, &params.pairs(), &sig) {
-            return Err(Rejection::BadSignature("it does not match the request"));
+            .ok_or_else(|| Rejection::BadSignature("it must be 64 hexadecimal digits".into()))?;
+        let pairs = params.pairs();
+        if !signature::verify(&key.macs, &pairs, &sig, key.encoding) {
+            let declared = key.encoding.name();
+            return Err(Rejection::BadSignature(
+                match signature::other_encoding_matching(&key.macs, &pairs, &sig, key.encoding) {
+                    // Tells an operator moving a key to one encoding what its client really uses.
+                    Some(used) => format!(
+                        "it was made with the `{}` encoding, but access key {access_key:?} is declared `{declared}` (key_encodings)",
+                        used.name()
+                    ),
+                    None => format!("it does not match the request (access key {access_key:?} signs `{declared}`)"),
+                },
+            ));
         }
         let now = Utc::now();
         let tonce = parse_tonce(tonce, now.timestamp(), self.window_secs)?;
-        if self.replay.seen(&sig, now.timestamp()) {
-            return Ok(Accepted::Replayed);
-        }
-        let moka_id = payload_id(payload)?;
+        let flight = match self.replay.claim(sig, now.timestamp()) {
+            Claim::Accepted => return Ok(Accepted::Replayed),
+            // A copy sent while the first is being published gets the first one's answer.
+            Claim::Copy(outcome) => return replay::wait(outcome).await.map(|()| Accepted::Replayed),
+            Claim::First(flight) => flight,
+        };
+        let published = self.publish(access_key, tonce, payload, now).await;
+        let outcome = published.as_ref().map(|_| ()).map_err(Clone::clone);
+        flight.finish(&outcome, tonce + self.window_secs, now.timestamp());
+        published
+    }
 
+    /// Checks the payload's id and publishes the submission, confirmed.
+    async fn publish(
+        &self,
+        access_key: &str,
+        tonce: i64,
+        payload: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Accepted, Rejection> {
+        let moka_id = payload_id(payload)?;
         let meta = Meta::new(access_key, tonce, &moka_id, now);
         let topology: &Topology = self.publisher.topology();
         let started = std::time::Instant::now();
@@ -135,7 +175,6 @@ impl Ingress {
             .await
             .map_err(|e| Rejection::Unavailable(e.to_string()))?;
         self.publish_seconds.record(started.elapsed().as_secs_f64());
-        self.replay.remember(sig, tonce + self.window_secs, now.timestamp());
         Ok(Accepted::Enqueued { message_id: meta.message_id, moka_id })
     }
 }
@@ -196,6 +235,15 @@ fn text(v: &HeaderValue) -> &str {
     v.to_str().unwrap_or_default()
 }
 
+/// A refusal outside the submission handler (unknown path, wrong method), counted and answered
+/// in the same shape.
+fn refuse(rejection: Rejection) -> Response {
+    metrics::counter!("moka_ingress_requests_total", "outcome" => rejection.kind()).increment(1);
+    let mut response = rejection.into_response();
+    response.headers_mut().insert(REQUEST_ID_HEADER, uuid_header(Uuid::now_v7()));
+    response
+}
+
 fn ok_response() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OK_BODY).into_response()
 }
@@ -216,23 +264,28 @@ fn parse_tonce(text: &str, now: i64, window: i64) -> Result<i64, Rejection> {
     Ok(secs)
 }
 
-/// The candidate id: the payload must be a JSON object with a non-empty string `id`.
+/// The candidate id: the payload must be a JSON object with a non-empty string `id`. The rest of
+/// the payload is only checked to be well-formed JSON, without building it in memory.
 fn payload_id(payload: &str) -> Result<String, Rejection> {
     #[derive(serde::Deserialize)]
-    struct Head {
-        id: Option<serde_json::Value>,
+    struct Head<'a> {
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
     }
     if !payload.trim_start().starts_with('{') {
         return Err(Rejection::BadPayload("payload must be a JSON object".into()));
     }
     let head: Head =
         serde_json::from_str(payload).map_err(|e| Rejection::BadPayload(format!("payload is not valid JSON: {e}")))?;
-    match head.id {
-        Some(serde_json::Value::String(id)) if !id.trim().is_empty() => Ok(id),
-        Some(serde_json::Value::String(_)) => Err(Rejection::BadPayload("payload.id is empty".into())),
-        Some(_) => Err(Rejection::BadPayload("payload.id must be a string".into())),
-        None => Err(Rejection::BadPayload("payload.id is missing".into())),
+    let id = match head.id.map(|raw| serde_json::from_str::<String>(raw.get())) {
+        Some(Ok(id)) => id,
+        Some(Err(_)) => return Err(Rejection::BadPayload("payload.id must be a string".into())),
+        None => return Err(Rejection::BadPayload("payload.id is missing".into())),
+    };
+    if id.trim().is_empty() {
+        return Err(Rejection::BadPayload("payload.id is empty".into()));
     }
+    Ok(id)
 }
 
 /// A running ingress, for `moka-ingest ingress`, `all` and the tests.
@@ -263,16 +316,18 @@ pub fn prepare(
     let broker_stop = CancellationToken::new();
     let supervisor = tokio::spawn(publisher.clone().run(broker_stop.clone()));
     let router = Ingress::new(settings, publisher.clone()).router();
+    let i = &settings.ingress;
+    let limits = serve::Limits {
+        max_connections: i.max_connections,
+        header_timeout: Duration::from_millis(i.header_timeout_ms),
+        idle_timeout: Duration::from_millis(i.idle_timeout_ms),
+    };
     let serve = async move {
-        let listener = listener.tap_io(|tcp| {
-            // Small request/response pairs: don't wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        serve::serve(listener, router, limits, shutdown).await;
         info!("ingress stopped accepting; requests in flight are done");
         broker_stop.cancel();
         let _ = supervisor.await;
-        served
+        Ok(())
     };
     Ok(Prepared { addr, publisher, serve })
 }

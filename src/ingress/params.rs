@@ -1,9 +1,16 @@
 //! The four request parameters, gathered from the query string and from a form-encoded or JSON
 //! body. A name given twice anywhere is refused: which copy was signed would be ambiguous.
+//!
+//! This runs before the signature is checked, so anyone can make it work: its cost is linear in
+//! the body, and the number of parameters is capped ([`MAX_PARAMETERS`]).
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::error::Rejection;
+
+/// Moka sends four parameters; a client adding a few of its own is fine, hundreds is an attack
+/// (each one costs a decode and a duplicate check before anything is authenticated).
+pub const MAX_PARAMETERS: usize = 32;
 
 /// The parameters of one request, as decoded text.
 #[derive(Debug)]
@@ -31,6 +38,7 @@ impl Params {
                 )))
             }
         }
+        // Quadratic, but over at most MAX_PARAMETERS names.
         for (i, (name, _)) in all.iter().enumerate() {
             if all[..i].iter().any(|(n, _)| n == name) {
                 return Err(Rejection::DuplicateParameter(name.clone()));
@@ -67,6 +75,9 @@ fn parse_form(input: &[u8], out: &mut Vec<(String, String)>) -> Result<(), Rejec
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &pair[..0]),
         };
+        if out.len() == MAX_PARAMETERS {
+            return Err(Rejection::TooManyParameters(MAX_PARAMETERS));
+        }
         out.push((decode_component(name)?, decode_component(value)?));
     }
     Ok(())
@@ -128,34 +139,71 @@ fn malformed_escape() -> Rejection {
     Rejection::Malformed("the form body has a malformed %-escape".into())
 }
 
-/// Reads a JSON object whose values are strings (numbers are taken as their text, for `tonce`),
-/// keeping duplicate keys so that they can be refused.
+/// One value of a JSON body: a string, or a number taken as its text (for `tonce`). Anything
+/// else is refused as soon as it starts, without reading it into memory.
+struct ParamValue(String);
+
+impl<'de> serde::Deserialize<'de> for ParamValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = ParamValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ParamValue, E> {
+                Ok(ParamValue(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<ParamValue, E> {
+                Ok(ParamValue(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ParamValue, E> {
+                Ok(ParamValue(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ParamValue, E> {
+                Ok(ParamValue(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ParamValue, E> {
+                Ok(ParamValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(Text)
+    }
+}
+
+/// Reads a JSON object whose values are strings, keeping duplicate keys so that they can be
+/// refused, and stopping at the [`MAX_PARAMETERS`]th + 1 key.
 fn parse_json_object(body: &[u8]) -> Result<Vec<(String, String)>, Rejection> {
-    struct Pairs;
-    impl<'de> Visitor<'de> for Pairs {
+    /// Set when the object has too many keys (serde_json then stops with an error of its own).
+    struct Pairs<'a>(&'a mut bool);
+    impl<'de> Visitor<'de> for Pairs<'_> {
         type Value = Vec<(String, String)>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object with string values")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::with_capacity(4);
-            while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
-                let v = match v {
-                    serde_json::Value::String(s) => s,
-                    serde_json::Value::Number(n) => n.to_string(),
-                    _ => return Err(serde::de::Error::custom(format!("parameter `{k}` must be a string"))),
-                };
+            while let Some(k) = map.next_key::<String>()? {
+                if out.len() == MAX_PARAMETERS {
+                    *self.0 = true;
+                    return Err(serde::de::Error::custom("too many parameters"));
+                }
+                let ParamValue(v) = map
+                    .next_value()
+                    .map_err(|e| serde::de::Error::custom(format!("parameter `{k}` must be a string ({e})")))?;
                 out.push((k, v));
             }
             Ok(out)
         }
     }
+    let mut too_many = false;
     let mut de = serde_json::Deserializer::from_slice(body);
-    let pairs = (&mut de)
-        .deserialize_map(Pairs)
-        .and_then(|p| de.end().map(|_| p))
-        .map_err(|e| Rejection::Malformed(format!("JSON body: {e}")))?;
-    Ok(pairs)
+    let pairs = (&mut de).deserialize_map(Pairs(&mut too_many)).and_then(|p| de.end().map(|_| p));
+    match pairs {
+        Err(_) if too_many => Err(Rejection::TooManyParameters(MAX_PARAMETERS)),
+        Err(e) => Err(Rejection::Malformed(format!("JSON body: {e}"))),
+        Ok(p) => Ok(p),
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +278,22 @@ mod tests {
             }
         }
         assert!(decoded > 1000 && refused > 1000, "both outcomes are exercised: {decoded} {refused}");
+    }
+
+    #[test]
+    fn more_than_the_cap_of_parameters_is_refused_in_linear_time() {
+        let at_cap: String = (0..MAX_PARAMETERS).map(|i| format!("p{i}=1&")).collect();
+        assert_eq!(Params::parse(None, None, at_cap.as_bytes()).unwrap().all.len(), MAX_PARAMETERS);
+        // 160,000 distinct names (640 KB) took 32 s with the quadratic duplicate check.
+        let many: String = (0..160_000).map(|i| format!("{i:x}=&")).collect();
+        assert_eq!(Params::parse(None, None, many.as_bytes()).unwrap_err().code(), 1006);
+        assert_eq!(
+            Params::parse(Some(&at_cap), None, b"x=1").unwrap_err().code(),
+            1006,
+            "query and body count together"
+        );
+        let json = format!("{{{}}}", (0..100_000).map(|i| format!("\"k{i}\":\"v\"")).collect::<Vec<_>>().join(","));
+        assert_eq!(Params::parse(None, Some("application/json"), json.as_bytes()).unwrap_err().code(), 1006);
     }
 
     #[test]

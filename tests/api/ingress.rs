@@ -42,17 +42,55 @@ async fn a_signed_request_lands_in_the_queue_with_the_envelope_and_the_exact_pay
 }
 
 #[tokio::test]
-async fn each_of_the_three_signature_encodings_is_accepted() {
+async fn each_access_key_verifies_only_in_its_declared_encoding() {
     let broker = TestBroker::new().await;
-    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
-    for encoding in Encoding::ALL {
-        let request = SignedRequest::new(ACCESS_KEY, SECRET, TRICKY, now(), encoding);
+    let keys = format!("{ACCESS_KEY}:{SECRET},plus-key:{SECRET},form-key:{SECRET}");
+    let settings =
+        helpers::settings(&broker.prefix, &[("keys", &keys), ("key_encodings", "plus-key:plus,form-key:form")]);
+    let ingress = TestIngress::spawn(&settings).await;
+    let declared = [(ACCESS_KEY, Encoding::Raw), ("plus-key", Encoding::Plus), ("form-key", Encoding::Form)];
+    for (key, encoding) in declared {
+        let request = SignedRequest::new(key, SECRET, TRICKY, now(), encoding);
         let answer = ingress.post_form(request.form_body()).await;
-        assert_eq!((answer.status, answer.code), (200, 0), "{encoding:?}: {}", answer.message);
+        assert_eq!((answer.status, answer.code), (200, 0), "{key} {encoding:?}: {}", answer.message);
+        for other in Encoding::ALL.into_iter().filter(|e| *e != encoding) {
+            let request = SignedRequest::new(key, SECRET, TRICKY, now() + 1, other);
+            let answer = ingress.post_form(request.form_body()).await;
+            assert_eq!((answer.status, answer.code), (401, 2002), "{key} signed {other:?}");
+            assert!(
+                answer.message.contains(&format!("made with the `{}` encoding", other.name())),
+                "{}",
+                answer.message
+            );
+        }
     }
     let envs = broker.envelopes(&broker.topology.queue).await;
     assert_eq!(envs.len(), 3);
     assert!(envs.iter().all(|e| e.payload == TRICKY));
+    ingress.stop().await;
+}
+
+#[tokio::test]
+async fn a_signature_verifies_one_payload_only_and_the_genuine_request_is_not_taken_for_a_replay() {
+    // Issue 9, point 7: with every encoding tried, `x y@a.com` verified with the signature of
+    // `x+y@a.com`, was stored, and the genuine request was then answered as a replay.
+    let broker = TestBroker::new().await;
+    let keys = format!("{ACCESS_KEY}:{SECRET},form-key:{SECRET}");
+    let settings = helpers::settings(&broker.prefix, &[("keys", &keys), ("key_encodings", "form-key:form")]);
+    let ingress = TestIngress::spawn(&settings).await;
+    let genuine = r#"{"id":"plus-1","email":"x+y@a.com"}"#;
+    let tampered = r#"{"id":"plus-1","email":"x y@a.com"}"#;
+    for (key, encoding) in [(ACCESS_KEY, Encoding::Raw), ("form-key", Encoding::Form)] {
+        let good = SignedRequest::new(key, SECRET, genuine, now(), encoding);
+        let forged = SignedRequest { payload: tampered.to_owned(), ..good.clone() };
+        let answer = ingress.post_form(forged.form_body()).await;
+        assert_eq!((answer.status, answer.code), (401, 2002), "{encoding:?}: the tampered payload is refused");
+        let answer = ingress.post_form(good.form_body()).await;
+        assert_eq!(answer.code, 0, "{encoding:?}: {}", answer.message);
+        assert!(answer.headers.get(REPLAY_HEADER).is_none(), "{encoding:?}: the genuine request is enqueued");
+    }
+    let envs = broker.envelopes(&broker.topology.queue).await;
+    assert_eq!(envs.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), [genuine, genuine]);
     ingress.stop().await;
 }
 
@@ -155,7 +193,7 @@ async fn tonce_inside_the_window_is_accepted_and_outside_is_rejected() {
     let broker = TestBroker::new().await;
     let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[("ingress.tonce_window_secs", "120")])).await;
     for (offset, ok) in [(-119, true), (119, true), (-121, false), (121, false)] {
-        let r = SignedRequest::new(ACCESS_KEY, SECRET, PAYLOAD, now() + offset, Encoding::Form);
+        let r = SignedRequest::new(ACCESS_KEY, SECRET, PAYLOAD, now() + offset, Encoding::Raw);
         let answer = ingress.post_form(r.form_body()).await;
         if ok {
             assert_eq!((answer.status, answer.code), (200, 0), "offset {offset}: {}", answer.message);
@@ -166,7 +204,7 @@ async fn tonce_inside_the_window_is_accepted_and_outside_is_rejected() {
     // Milliseconds are understood, and different requests may share a tonce.
     let ms = now() * 1000;
     for id in ["same-tonce-a", "same-tonce-b"] {
-        let r = SignedRequest::new(ACCESS_KEY, SECRET, &format!(r#"{{"id":"{id}"}}"#), ms, Encoding::Form);
+        let r = SignedRequest::new(ACCESS_KEY, SECRET, &format!(r#"{{"id":"{id}"}}"#), ms, Encoding::Raw);
         assert_eq!(ingress.post_form(r.form_body()).await.code, 0);
     }
     assert_eq!(broker.wait_depth(&broker.topology.queue, 4).await, 4);
@@ -249,7 +287,7 @@ async fn both_secrets_verify_during_a_rotation() {
     let keys = format!("{ACCESS_KEY}:{SECRET},{ACCESS_KEY}:new-secret-0123456789abc");
     let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[("keys", &keys)])).await;
     for secret in [SECRET, "new-secret-0123456789abc"] {
-        let r = SignedRequest::new(ACCESS_KEY, secret, PAYLOAD, now(), Encoding::Form);
+        let r = SignedRequest::new(ACCESS_KEY, secret, PAYLOAD, now(), Encoding::Raw);
         assert_eq!(ingress.post_form(r.form_body()).await.code, 0, "{secret}");
     }
     assert_eq!(broker.wait_depth(&broker.topology.queue, 2).await, 2);

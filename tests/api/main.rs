@@ -6,5 +6,6 @@ mod attachments;
 mod cli;
 mod failures;
 mod helpers;
+mod hostile_ingress;
 mod ingress;
 mod worker;

@@ -207,9 +207,9 @@ impl Answer {
     }
 }
 
-/// A request signed with the test key, tonce now.
+/// A request signed with the test key in its (default, raw) encoding, tonce now.
 pub fn signed(payload: &str) -> SignedRequest {
-    SignedRequest::new(ACCESS_KEY, SECRET, payload, now(), Encoding::Form)
+    SignedRequest::new(ACCESS_KEY, SECRET, payload, now(), Encoding::Raw)
 }
 
 /// A PostgreSQL schema of its own in the `test` database; dropped when the value is dropped.

@@ -1,7 +1,11 @@
 //! The request signature: HMAC-SHA256(secret, `POST|/api/v2/moka_candidates|` + canonical query),
 //! hex-encoded. The canonical query is every parameter but `signature`, sorted by name, written
-//! `name=value` and joined with `&`. Clients disagree on how to write the values, so a signature
-//! is accepted when it matches any of the three [`Encoding`]s.
+//! `name=value` and joined with `&`. Clients disagree on how to write the values, so each access
+//! key declares the one [`Encoding`] its client uses, and only that one verifies: were several
+//! tried, two different payloads (`a+b` and `a b`) would share a signature.
+//!
+//! Shared by the ingress (verifying), `moka-ingest sign` (signing) and the configuration (which
+//! declares each key's encoding); it depends on nothing else in the crate.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -11,11 +15,15 @@ pub const METHOD: &str = "POST";
 pub const PATH: &str = "/api/v2/moka_candidates";
 
 /// How values are written into the canonical query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Encoding {
-    /// The values as decoded: `payload={"id":"x"}`.
+    /// The values as decoded: `payload={"id":"x"}`. The default: what the Peatio-v2 scheme and
+    /// the reference client sign, and the only form that depends on no URL encoder's choices.
+    #[default]
     Raw,
     /// As `Raw`, but every space written `+` (Peatio's server, where the scheme comes from).
+    /// Ambiguous by construction: a space and a `+` sign alike, so `x y` and `x+y` share a
+    /// signature. Only for clients that cannot change.
     Plus,
     /// Names and values form-encoded like Ruby's `to_query` / Python's `urlencode`: space as `+`,
     /// everything but ASCII letters, digits and `-._~` as `%XX` with uppercase hex.
@@ -24,6 +32,19 @@ pub enum Encoding {
 
 impl Encoding {
     pub const ALL: [Encoding; 3] = [Encoding::Raw, Encoding::Plus, Encoding::Form];
+
+    /// The name used in the configuration and by `sign --encoding`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Raw => "raw",
+            Encoding::Plus => "plus",
+            Encoding::Form => "form",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        Encoding::ALL.into_iter().find(|e| e.name() == name)
+    }
 
     fn write(self, out: &mut String, s: &str) {
         match self {
@@ -85,22 +106,22 @@ pub fn decode_signature(sig: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// True when `signature` matches `params` under any secret in `macs` and any encoding.
-/// Each comparison is constant-time (`verify_slice`); identical canonical texts are checked once.
-pub fn verify(macs: &[Hmac<Sha256>], params: &[(&str, &str)], signature: &[u8; 32]) -> bool {
-    let mut seen: Vec<String> = Vec::with_capacity(3);
-    for encoding in Encoding::ALL {
-        let text = string_to_sign(params, encoding);
-        if seen.contains(&text) {
-            continue;
-        }
-        let ok = macs.iter().any(|mac| mac.clone().chain_update(text.as_bytes()).verify_slice(signature).is_ok());
-        if ok {
-            return true;
-        }
-        seen.push(text);
-    }
-    false
+/// True when `signature` matches `params` under any secret in `macs` (two during a rotation),
+/// written in `encoding`. Each comparison is constant-time (`verify_slice`).
+pub fn verify(macs: &[Hmac<Sha256>], params: &[(&str, &str)], signature: &[u8; 32], encoding: Encoding) -> bool {
+    let text = string_to_sign(params, encoding);
+    macs.iter().any(|mac| mac.clone().chain_update(text.as_bytes()).verify_slice(signature).is_ok())
+}
+
+/// For a signature that did not verify: another encoding under which it would have, to tell an
+/// operator migrating a key which encoding its client uses. Never a reason to accept.
+pub fn other_encoding_matching(
+    macs: &[Hmac<Sha256>],
+    params: &[(&str, &str)],
+    signature: &[u8; 32],
+    declared: Encoding,
+) -> Option<Encoding> {
+    Encoding::ALL.into_iter().filter(|e| *e != declared).find(|e| verify(macs, params, signature, *e))
 }
 
 #[cfg(test)]
@@ -138,16 +159,38 @@ mod tests {
     }
 
     #[test]
-    fn every_encoding_verifies_and_tampering_does_not() {
+    fn only_the_declared_encoding_verifies_and_tampering_does_not() {
         let secret = b"0123456789abcdef";
-        let mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        let macs = [Hmac::<Sha256>::new_from_slice(secret).unwrap()];
         for enc in Encoding::ALL {
             let sig = decode_signature(&sign(secret, &params(), enc)).unwrap();
-            assert!(verify(std::slice::from_ref(&mac), &params(), &sig), "{enc:?}");
+            assert!(verify(&macs, &params(), &sig, enc), "{enc:?}");
+            for other in Encoding::ALL.into_iter().filter(|o| *o != enc) {
+                assert!(!verify(&macs, &params(), &sig, other), "{enc:?} signature verified as {other:?}");
+                assert_eq!(other_encoding_matching(&macs, &params(), &sig, other), Some(enc));
+            }
             let mut tampered = params();
             tampered[1].1 = r#"{"id":"y"}"#;
-            assert!(!verify(std::slice::from_ref(&mac), &tampered, &sig), "{enc:?}");
+            assert!(!verify(&macs, &tampered, &sig, enc), "{enc:?}");
         }
+    }
+
+    #[test]
+    fn a_plus_and_a_space_are_two_payloads_with_two_signatures() {
+        // Issue 9, point 7: `x y@a.com` sent with the signature of `x+y@a.com` was accepted.
+        let secret = b"0123456789abcdef";
+        let macs = [Hmac::<Sha256>::new_from_slice(secret).unwrap()];
+        let signed = [("access_key", "AK"), ("payload", r#"{"email":"x+y@a.com"}"#), ("tonce", "1")];
+        let tampered = [("access_key", "AK"), ("payload", r#"{"email":"x y@a.com"}"#), ("tonce", "1")];
+        for enc in [Encoding::Raw, Encoding::Form] {
+            let sig = decode_signature(&sign(secret, &signed, enc)).unwrap();
+            assert!(!verify(&macs, &tampered, &sig, enc), "{enc:?}");
+            let sig = decode_signature(&sign(secret, &tampered, enc)).unwrap();
+            assert!(!verify(&macs, &signed, &sig, enc), "{enc:?}");
+        }
+        // The plus encoding cannot tell them apart: why it is not the default (README).
+        let sig = decode_signature(&sign(secret, &signed, Encoding::Plus)).unwrap();
+        assert!(verify(&macs, &tampered, &sig, Encoding::Plus));
     }
 
     #[test]
