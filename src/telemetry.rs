@@ -1,7 +1,7 @@
 //! Logs (tracing, text or JSON) and metrics (the `metrics` facade with a Prometheus recorder,
 //! rendered at `GET /metrics`).
 
-use std::sync::OnceLock;
+use std::{io::IsTerminal, sync::OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
@@ -19,7 +19,12 @@ pub enum LogTarget {
 pub fn init_logging(format: &str, target: LogTarget) {
     let default = if target == LogTarget::Service { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = fmt().with_env_filter(filter).with_target(false);
+    // Colours only for a person at a terminal, not in files and log collectors.
+    let ansi = match target {
+        LogTarget::Service => std::io::stdout().is_terminal(),
+        LogTarget::Command => std::io::stderr().is_terminal(),
+    };
+    let builder = fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
     let _ = match (format == "json", target) {
         (true, LogTarget::Service) => builder.json().try_init(),
         (true, LogTarget::Command) => builder.json().with_writer(std::io::stderr).try_init(),

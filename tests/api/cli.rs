@@ -104,6 +104,15 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
 
 /// A `moka-ingest` process with the test's broker prefix, database and key.
 pub fn service(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> tokio::process::Child {
+    service_command(role, prefix, db, envs).stdout(Stdio::null()).spawn().unwrap()
+}
+
+/// As [`service`], its logs read by the caller (read them: a full pipe stalls the process).
+pub fn service_with_logs(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> tokio::process::Child {
+    service_command(role, prefix, db, envs).stdout(Stdio::piped()).spawn().unwrap()
+}
+
+fn service_command(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg(role)
         .env("MOKA_INGEST_QUEUE_PREFIX", prefix)
@@ -112,20 +121,15 @@ pub fn service(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -
         .env("DATABASE_URL", &db.url)
         .env("MOKA_INGEST_ATTACHMENTS_DIR", crate::helpers::attachments_dir(prefix))
         .env("MOKA_INGEST_RETRY__SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
-        .stdout(Stdio::null())
         .kill_on_drop(true);
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    cmd
 }
 
 async fn sigterm_and_wait(mut child: tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status =
-        tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap();
-    assert!(status.success(), "{status}");
+    sigterm_and_wait_child(&mut child).await;
 }
 
 async fn post_candidates(port: u16, n: usize, tag: &str) {
@@ -178,21 +182,72 @@ async fn separate_ingress_and_two_worker_processes_store_every_candidate_once() 
 }
 
 #[tokio::test]
-async fn all_runs_ingress_and_worker_in_one_process() {
+async fn all_runs_ingress_and_worker_in_one_process_and_stops_cleanly() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
     let (port, ops) = (free_port(), free_port());
-    let all = service(
+    let mut all = service_with_logs(
         "all",
         &broker.prefix,
         &db,
         &[
             ("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}")),
             ("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{ops}")),
+            ("MOKA_INGEST_LOG_FORMAT", "json".into()),
         ],
     );
+    let stdout = all.stdout.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = tokio::io::BufReader::new(stdout).read_to_string(&mut text).await;
+        text
+    });
     assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await);
     assert!(wait_200(&format!("http://127.0.0.1:{ops}/readyz"), Duration::from_secs(15)).await);
     post_candidates(port, 5, "all").await;
     assert_eq!(db.wait_count("SELECT 1 FROM candidates", 5, Duration::from_secs(30)).await, 5);
     sigterm_and_wait(all).await;
+    let logs = logs.await.unwrap();
+    assert!(logs.contains("worker stopped"), "{logs}");
+    // Issue 9: every normal shutdown logged an ERROR about the Tokio context.
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains(r#""level":"ERROR""#)).collect();
+    assert!(errors.is_empty(), "a clean shutdown logs no error: {errors:#?}");
+}
+
+#[tokio::test]
+async fn the_ingress_raises_its_open_file_limit_to_the_hard_limit_and_says_so() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let port = free_port();
+    // Started from a shell whose soft limit is low, as on many systems (1024, or less).
+    let script = format!("ulimit -Sn 256 && exec {BIN} ingress");
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .env("MOKA_INGEST_QUEUE_PREFIX", &broker.prefix)
+        .env("MOKA_INGEST_KEYS", format!("{ACCESS_KEY}:{SECRET}"))
+        .env("AMQP_URL", AMQP_URL)
+        .env("DATABASE_URL", &db.url)
+        .env("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await);
+    let pid = child.id().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "{line}");
+    assert_ne!(soft, "256", "{line}");
+    sigterm_and_wait_child(&mut child).await;
+    let mut logs = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut logs).await.unwrap();
+    assert!(logs.contains("raised the open-file limit to its hard limit") && logs.contains("from=256"), "{logs}");
+}
+
+async fn sigterm_and_wait_child(child: &mut tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status =
+        tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(status.success(), "{status}");
 }
