@@ -42,20 +42,20 @@ w("escapes-bad-signature.form", ("access_key=%s&tonce=%s&signature=%s&payload=" 
 w("long-name.form", b"a" * (MiB - 2) + b"=1")
 w("json-many-keys.json", ("{" + ",".join('"k%d":"v"' % i for i in range(100000)) + "}").encode()[:MiB - 1] + b"}")
 w("json-nested.json", b'{"payload":' + b"[" * (MiB // 2 - 20) + b"]" * (MiB // 2 - 20) + b"}")
-w("json-long-string-bad-signature.json", json.dumps({"access_key": ak, "tonce": now, "signature": "0" * 64, "payload": "张" * (MiB // 3 - 100)}).encode())
+w("json-long-string-bad-signature.json", json.dumps({"access_key": ak, "tonce": now, "signature": "0" * 64, "payload": "张" * (MiB // 3 - 100)}, ensure_ascii=False).encode())
 w("invalid-utf8.form", b"payload=" + b"%FF" * (MiB // 3 - 10))
 # Payloads for signed requests: many keys, and a long string (signed below with moka-ingest sign).
-open(f"{d}/payload-many-keys", "w").write("{" + '"id":"x",' + ",".join('"k%d":%d' % (i, i) for i in range(60000)) + "}")
-open(f"{d}/payload-nested", "w").write('{"id":"x","a":' + "[" * 200000 + "]" * 200000 + "}")
+open(f"{d}/payload-many-keys", "w").write("{" + '"id":"x",' + ",".join('"k%d":%d' % (i, i) for i in range(40000)) + "}")
+open(f"{d}/payload-nested", "w").write('{"id":"x","a":' + "[" * 80000 + "]" * 80000 + "}")
 PY
 for p in many-keys nested; do
-    "$M" sign --access-key "$AK" --secret "$SECRET" --payload-file "$DIR/payload-$p" > "$DIR/signed-payload-$p.form"
+    "$M" sign --access-key "$AK" --secret "$SECRET" --payload-file "$DIR/payload-$p" | tr -d "\n" > "$DIR/signed-payload-$p.form"
 done
 ls -l "$DIR" | awk 'NR>1 {printf "%-40s %8d bytes\n", $9, $5}'
 echo
 
 time_one() { # url file content-type -> "seconds status"
-    curl -s -o /dev/null -w '%{time_total} %{http_code}' -H "Content-Type: $3" --data-binary "@$2" "$1"
+    curl -s -o /dev/null -w '%{time_total} %{http_code}\n' -H "Content-Type: $3" --data-binary "@$2" "$1"
 }
 printf '%-40s %-12s %10s %10s %s\n' shape target "max ms" "median ms" status
 for f in "$DIR"/*.form "$DIR"/*.json; do
