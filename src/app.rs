@@ -1,8 +1,10 @@
 //! The roles the binary runs (`ingress`, `worker`, `all`), each until SIGTERM/SIGINT.
 
+use std::net::SocketAddr;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{config::Settings, ingress, store, worker};
 
@@ -27,33 +29,57 @@ pub fn raise_open_file_limit() {
 }
 
 /// Runs the ingress until `shutdown`.
-pub async fn run_ingress(settings: &Settings, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run_ingress(settings: &Settings, shutdown: CancellationToken) -> Result<(), RoleError> {
     warn_about_dev_keys(settings);
     raise_open_file_limit();
-    let listener = TcpListener::bind(settings.ingress.listen).await?;
-    let ingress = ingress::prepare(settings, listener, shutdown)?;
+    let addr = settings.ingress.listen;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| RoleError::Listen { role: "ingress", addr, source })?;
+    let ingress = ingress::prepare(settings, listener, shutdown).map_err(|source| RoleError::Listen {
+        role: "ingress",
+        addr,
+        source,
+    })?;
     info!(listen = %ingress.addr, prefix = %settings.queue_prefix, "ingress listening");
-    ingress.serve.await
+    ingress.serve.await.map_err(|source| RoleError::Serve { role: "ingress", source })
 }
 
 /// Runs the worker until `shutdown`.
-pub async fn run_worker(settings: &Settings, shutdown: CancellationToken) -> Result<(), worker::StartError> {
-    worker::run(settings, shutdown).await
+pub async fn run_worker(settings: &Settings, shutdown: CancellationToken) -> Result<(), RoleError> {
+    let addr = settings.worker.listen;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| RoleError::Listen { role: "worker", addr, source })?;
+    let handle = worker::spawn(settings, listener, shutdown).await?;
+    info!(ops = %handle.ops_addr, "worker /metrics, /healthz, /readyz listening");
+    handle.task.await.map_err(|_| RoleError::Panicked { role: "worker" })
 }
 
-/// Runs the ingress and the worker in one process until `shutdown`.
-pub async fn run_all(settings: &Settings, shutdown: CancellationToken) -> Result<(), AllError> {
-    let (ingress, worker) = tokio::join!(run_ingress(settings, shutdown.clone()), async {
-        let result = run_worker(settings, shutdown.clone()).await;
-        if result.is_err() {
-            // A worker that cannot start takes the process down rather than leave a half service.
-            shutdown.cancel();
-        }
-        result
+/// Runs the ingress and the worker in one process until `shutdown`. Either role failing, at start
+/// or later, stops the other and the process: a half-alive process whose `/readyz` may still be
+/// green is worse than one an orchestrator restarts.
+pub async fn run_all(settings: &Settings, shutdown: CancellationToken) -> Result<(), RoleError> {
+    let mut ingress = tokio::spawn({
+        let (settings, shutdown) = (settings.clone(), shutdown.clone());
+        async move { run_ingress(&settings, shutdown).await }
     });
-    ingress?;
-    worker?;
-    Ok(())
+    let mut worker = tokio::spawn({
+        let (settings, shutdown) = (settings.clone(), shutdown.clone());
+        async move { run_worker(&settings, shutdown).await }
+    });
+    let (first, other, other_role) = tokio::select! {
+        r = &mut ingress => (joined("ingress", r), worker, "worker"),
+        r = &mut worker => (joined("worker", r), ingress, "ingress"),
+    };
+    if let Err(e) = &first {
+        error!(error = %e, "a role failed; stopping the process");
+    }
+    shutdown.cancel();
+    let second = joined(other_role, other.await);
+    first.and(second)
+}
+
+fn joined(role: &'static str, r: Result<Result<(), RoleError>, tokio::task::JoinError>) -> Result<(), RoleError> {
+    r.unwrap_or(Err(RoleError::Panicked { role }))
 }
 
 /// Applies pending migrations (the `migrate` subcommand).
@@ -61,11 +87,24 @@ pub async fn migrate(settings: &Settings) -> Result<Vec<String>, store::DbError>
     store::migrate::run(settings).await
 }
 
-/// Why `all` stopped with an error.
+/// Why a role stopped with an error; the source chain says the rest.
 #[derive(Debug, thiserror::Error)]
-pub enum AllError {
-    #[error("ingress: {0}")]
-    Ingress(#[from] std::io::Error),
-    #[error("worker: {0}")]
-    Worker(#[from] worker::StartError),
+pub enum RoleError {
+    #[error("{role}: cannot listen on {addr}")]
+    Listen {
+        role: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{role} stopped serving")]
+    Serve {
+        role: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("worker could not start")]
+    WorkerStart(#[from] worker::StartError),
+    #[error("{role} panicked")]
+    Panicked { role: &'static str },
 }

@@ -229,12 +229,3 @@ pub enum BatchError {
     #[error("shutting down")]
     Shutdown,
 }
-
-/// Runs the worker until `shutdown` (the `worker` subcommand).
-pub async fn run(settings: &Settings, shutdown: CancellationToken) -> Result<(), StartError> {
-    let listener = TcpListener::bind(settings.worker.listen).await?;
-    let handle = spawn(settings, listener, shutdown).await?;
-    info!(ops = %handle.ops_addr, "worker /metrics, /healthz, /readyz listening");
-    let _ = handle.task.await;
-    Ok(())
-}

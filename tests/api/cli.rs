@@ -251,3 +251,23 @@ async fn sigterm_and_wait_child(child: &mut tokio::process::Child) {
         tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn all_exits_at_once_naming_the_role_and_address_when_a_port_is_taken() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    for (role, variable) in [("ingress", "MOKA_INGEST_LISTEN"), ("worker", "MOKA_INGEST_WORKER_LISTEN")] {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let free = format!("127.0.0.1:{}", free_port());
+        let other = if role == "ingress" { "MOKA_INGEST_WORKER_LISTEN" } else { "MOKA_INGEST_LISTEN" };
+        let mut cmd = service_command("all", &broker.prefix, &db, &[(variable, addr.to_string()), (other, free)]);
+        let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("{role}: `all` keeps running with its port taken"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{role}: {stderr}");
+        assert!(stderr.contains(&format!("{role}: cannot listen on {addr}")), "{role}: {stderr}");
+        assert!(stderr.contains("Address already in use"), "{role}: the OS error is shown: {stderr}");
+    }
+}
