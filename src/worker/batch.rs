@@ -17,7 +17,8 @@ use tracing::{error, warn};
 use super::{
     attachments, attempts,
     failure::{Failure, FailureKind},
-    redeliveries, retries,
+    redeliveries,
+    retry::Next,
     write::Stored,
     BatchError, Dead, Ready, Retry, Worker,
 };
@@ -122,9 +123,9 @@ impl Worker {
         let (records, mut retry) = self.fetch_attachments(&mut ready).await;
         // Retries used up: those go to the dead-letter queue (and are recorded with the batch).
         for r in std::mem::take(&mut retry) {
-            match self.topology.retry_queue(retries(&deliveries[r.index]) as usize) {
-                Some(_) => retry.push(r),
-                None => dead.push(self.exhausted(r.index, &deliveries[r.index], r.failure)),
+            match self.retry_or_exhausted(r.index, &deliveries[r.index], r.failure) {
+                Next::Retry(r) => retry.push(r),
+                Next::Dead(d) => dead.push(d),
             }
         }
 
@@ -132,8 +133,15 @@ impl Worker {
             Stored::Written(outcomes) => outcomes,
             Stored::Unavailable(e) => {
                 // The database stayed away: everything waits in the delay queues instead.
+                // Those whose schedule is used up are dead, reason `database`. (Their `submissions`
+                // rows cannot be written now: the database is away. The dead-letter queue has them.)
                 let failure = Failure::from(DbError::Transient(e));
-                retry.extend(ready.drain(..).map(|r| Retry { index: r.index, failure: failure.clone() }));
+                for r in ready.drain(..) {
+                    match self.retry_or_exhausted(r.index, &deliveries[r.index], failure.clone()) {
+                        Next::Retry(r) => retry.push(r),
+                        Next::Dead(d) => dead.push(d),
+                    }
+                }
                 Vec::new()
             }
         };

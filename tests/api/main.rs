@@ -6,5 +6,6 @@ mod attachments;
 mod cli;
 mod failures;
 mod helpers;
+mod hostile;
 mod ingress;
 mod worker;
