@@ -95,6 +95,7 @@ impl Worker {
     async fn process_batch(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Result<(), BatchError> {
         let started = std::time::Instant::now();
         let year = chrono::Utc::now().year();
+        let limits = self.settings.limits.payload();
         let mut ready = Vec::with_capacity(deliveries.len());
         let mut dead = Vec::new();
         for (index, d) in deliveries.iter().enumerate() {
@@ -107,7 +108,7 @@ impl Worker {
                 Ok(env) => {
                     #[cfg(feature = "fault-injection")]
                     fault_injection(&env.payload).await;
-                    match candidate::parse(&env.payload, year) {
+                    match candidate::parse(&env.payload, year, &limits) {
                         Ok(candidate) => {
                             ready.push(Ready { index, meta: env.meta, payload: env.payload, candidate, attempts })
                         }

@@ -1,9 +1,11 @@
 //! Hostile and broken input, and a database that stays away: every message ends stored or dead
-//! with the right reason, at once, without dragging its neighbours through retries.
+//! with the right reason, at once, without dragging its neighbours through retries, and the
+//! worker's memory follows its configuration, not the payload's shape.
 
 use std::time::Duration;
 
 use rand::{distributions::Alphanumeric, Rng};
+use serde_json::json;
 
 use crate::{
     cli::{free_port, service, wait_200},
@@ -94,6 +96,22 @@ async fn an_id_the_index_cannot_hold_is_dead_at_once_and_its_neighbours_are_appl
     worker.stop().await;
 }
 
+#[tokio::test]
+async fn an_id_longer_than_the_cap_is_a_validation_failure_naming_the_id() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    broker.declare().await;
+    let id = random_text(3000);
+    sandwich(&broker, &id, &candidate_payload(&id, "张三")).await;
+    let worker = TestWorker::spawn(&worker_settings(&broker.prefix, &db, &[ONE_LANE])).await;
+    assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
+    let dead = dead_messages(&broker).await;
+    assert_eq!((dead[0].reason.as_str(), dead[0].attempts), ("validation", 1), "{}", dead[0].error);
+    assert!(dead[0].error.contains("id: is 3000 bytes long, at most 128"), "{}", dead[0].error);
+    neighbours_applied_first_time(&broker, &db).await;
+    broker.assert_accounted(&db, 7).await;
+    worker.stop().await;
+}
+
 /// The value of a counter on a /metrics page (0 when absent).
 fn counter(metrics: &str, name: &str) -> f64 {
     metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
@@ -142,4 +160,56 @@ async fn with_the_database_away_past_the_schedule_a_message_is_dead_as_database_
     assert_eq!(broker.retry_depth().await, 0);
     worker.start_kill().unwrap();
     worker.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_empty_education_entries_are_a_validation_failure_naming_the_field() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    broker.declare().await;
+    let mut v: serde_json::Value = serde_json::from_str(&candidate_payload("many", "张三")).unwrap();
+    v["educationInfo"] = serde_json::Value::Array(vec![json!({}); 100_000]);
+    sandwich(&broker, "many", &v.to_string()).await;
+    let worker = TestWorker::spawn(&worker_settings(&broker.prefix, &db, &[ONE_LANE])).await;
+    assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
+    let dead = dead_messages(&broker).await;
+    assert_eq!(dead[0].reason, "validation", "{dead:?}");
+    assert!(dead[0].error.contains("educationInfo: has 100000 entries, at most 50"), "{}", dead[0].error);
+    neighbours_applied_first_time(&broker, &db).await;
+    assert_eq!(db.count("SELECT 1 FROM candidate_educations WHERE moka_id = 'many'").await, 0);
+    broker.assert_accounted(&db, 7).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn warnings_are_capped_with_a_last_one_that_counts_the_rest_and_a_500_digit_phone_is_warned_about() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    broker.declare().await;
+    let mut v: serde_json::Value = serde_json::from_str(&candidate_payload("odd", "张三")).unwrap();
+    // 50 entries (the cap), two unreadable dates each: 100 warnings.
+    v["educationInfo"] = serde_json::Value::Array(vec![json!({"startDate": "x", "endDate": "y"}); 50]);
+    let phone = "1".repeat(500);
+    v["phone"] = json!(phone);
+    let long_name = "名".repeat(3000);
+    v["name"] = json!(long_name);
+    publish(&broker, "odd", &v.to_string()).await;
+    let worker = TestWorker::spawn(&worker_settings(&broker.prefix, &db, &[])).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 1, WAIT).await, 1);
+    let row = db
+        .client
+        .query_one("SELECT phone, phone_raw, name, warnings, raw_payload->>'name' FROM candidates", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), (phone.clone(), phone), "kept as given");
+    assert_eq!(row.get::<_, String>(2).chars().count(), 1000, "a long text is cut");
+    assert_eq!(row.get::<_, String>(4), long_name, "the raw payload keeps it whole");
+    let warnings: Vec<serde_json::Value> = serde_json::from_value(row.get(3)).unwrap();
+    assert_eq!(warnings.len(), 51, "50 warnings and one that counts the rest");
+    let first: Vec<(&str, &str)> =
+        warnings[..2].iter().map(|w| (w["field"].as_str().unwrap(), w["message"].as_str().unwrap())).collect();
+    assert_eq!(first[0].0, "name");
+    assert_eq!(first[1], ("phone", "is not a phone number"));
+    assert_eq!(warnings[50], json!({"field": "warnings", "message": "52 more warnings not shown"}));
+    assert_eq!(db.count("SELECT 1 FROM candidate_educations WHERE moka_id = 'odd'").await, 50);
+    broker.assert_accounted(&db, 1).await;
+    worker.stop().await;
 }
