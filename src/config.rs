@@ -57,7 +57,7 @@ pub struct Settings {
     pub limits: LimitSettings,
 }
 
-/// Caps on what one payload may hold (see
+/// Caps on what one payload may hold, and on the bytes a batch holds (see
 /// [`crate::domain::limits`] for what happens beyond each cap).
 #[derive(Debug, Clone, Deserialize)]
 pub struct LimitSettings {
@@ -73,6 +73,9 @@ pub struct LimitSettings {
     pub text_max_chars: usize,
     /// Most warnings stored per candidate, plus one that counts the rest.
     pub max_warnings: usize,
+    /// Message bodies a lane collects into one batch, in bytes: the batch stops growing once
+    /// their sum reaches this (it always takes at least one message).
+    pub batch_max_bytes: usize,
 }
 
 impl LimitSettings {
@@ -97,6 +100,7 @@ impl LimitSettings {
             ("url_max_bytes", l.url_max_bytes),
             ("text_max_chars", l.text_max_chars),
             ("max_warnings", l.max_warnings),
+            ("batch_max_bytes", l.batch_max_bytes),
         ];
         match all.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(format!("limits.{name} must be at least 1")),
@@ -385,6 +389,7 @@ mod tests {
     fn the_default_limits_are_the_domains_and_a_zero_limit_is_refused() {
         let s = Settings::with_overrides(&[]).unwrap();
         assert_eq!(s.limits.payload(), crate::domain::limits::Limits::default());
+        assert_eq!(s.limits.batch_max_bytes, 16 * 1024 * 1024);
         let err = Settings::with_overrides(&[("limits.max_entries", "0")]).unwrap_err();
         assert!(err.to_string().contains("limits.max_entries must be at least 1"), "{err}");
     }

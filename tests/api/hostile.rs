@@ -213,3 +213,31 @@ async fn warnings_are_capped_with_a_last_one_that_counts_the_rest_and_a_500_digi
     broker.assert_accounted(&db, 1).await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_stops_growing_once_its_bodies_reach_the_byte_budget() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    broker.declare().await;
+    for i in 0..10 {
+        let mut v: serde_json::Value = serde_json::from_str(&candidate_payload(&format!("big-{i}"), "x")).unwrap();
+        v["notes"] = json!("x".repeat(300_000));
+        publish(&broker, &format!("big-{i}"), &v.to_string()).await;
+    }
+    let settings = worker_settings(
+        &broker.prefix,
+        &db,
+        &[ONE_LANE, ("worker.batch_wait_ms", "300"), ("limits.batch_max_bytes", "1048576")],
+    );
+    let worker = TestWorker::spawn(&settings).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 10, WAIT).await, 10);
+    // A batch is one transaction, and now() is its start: one processed_at per batch.
+    let largest: i64 = db
+        .client
+        .query_one("SELECT max(n) FROM (SELECT count(*) AS n FROM submissions GROUP BY processed_at) b", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(largest <= 4, "at most 4 bodies of 300 kB reach 1 MiB; a batch took {largest}");
+    broker.assert_accounted(&db, 10).await;
+    worker.stop().await;
+}
