@@ -389,7 +389,7 @@ mod tests {
     fn the_default_limits_are_the_domains_and_a_zero_limit_is_refused() {
         let s = Settings::with_overrides(&[]).unwrap();
         assert_eq!(s.limits.payload(), crate::domain::limits::Limits::default());
-        assert_eq!(s.limits.batch_max_bytes, 16 * 1024 * 1024);
+        assert_eq!(s.limits.batch_max_bytes, 4 * 1024 * 1024);
         let err = Settings::with_overrides(&[("limits.max_entries", "0")]).unwrap_err();
         assert!(err.to_string().contains("limits.max_entries must be at least 1"), "{err}");
     }
