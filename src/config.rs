@@ -58,6 +58,59 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub attachments: AttachmentSettings,
     pub retry: RetrySettings,
+    pub limits: LimitSettings,
+}
+
+/// Caps on what one payload may hold, and on the bytes a batch holds (see
+/// [`crate::domain::limits`] for what happens beyond each cap).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    /// Longest `id`, in bytes; longer is a validation failure.
+    pub id_max_bytes: usize,
+    /// Most entries in `educationInfo`, and in `experienceInfo`; more is a validation failure.
+    pub max_entries: usize,
+    /// Most links in `offerAttachmentUrls`; more is a validation failure.
+    pub max_links: usize,
+    /// Longest URL, in bytes; a longer one is dropped with a warning.
+    pub url_max_bytes: usize,
+    /// Longest text field, in characters; longer is cut, with a warning.
+    pub text_max_chars: usize,
+    /// Most warnings stored per candidate, plus one that counts the rest.
+    pub max_warnings: usize,
+    /// Message bodies a lane collects into one batch, in bytes: the batch stops growing once
+    /// their sum reaches this (it always takes at least one message).
+    pub batch_max_bytes: usize,
+}
+
+impl LimitSettings {
+    /// The payload caps, for the domain's parser.
+    pub fn payload(&self) -> crate::domain::limits::Limits {
+        crate::domain::limits::Limits {
+            id_max_bytes: self.id_max_bytes,
+            max_entries: self.max_entries,
+            max_links: self.max_links,
+            url_max_bytes: self.url_max_bytes,
+            text_max_chars: self.text_max_chars,
+            max_warnings: self.max_warnings,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let l = self;
+        let all = [
+            ("id_max_bytes", l.id_max_bytes),
+            ("max_entries", l.max_entries),
+            ("max_links", l.max_links),
+            ("url_max_bytes", l.url_max_bytes),
+            ("text_max_chars", l.text_max_chars),
+            ("max_warnings", l.max_warnings),
+            ("batch_max_bytes", l.batch_max_bytes),
+        ];
+        match all.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(format!("limits.{name} must be at least 1")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Retries of transient failures.
@@ -237,6 +290,7 @@ impl Settings {
         if self.worker.pool_size < 2 {
             return invalid("worker.pool_size must be at least 2".into());
         }
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -382,5 +436,14 @@ mod tests {
         assert!(err.to_string().contains("no access key"), "{err}");
         let err = Settings::with_overrides(&[("queue_prefix", "a b")]).unwrap_err();
         assert!(err.to_string().contains("queue_prefix"), "{err}");
+    }
+
+    #[test]
+    fn the_default_limits_are_the_domains_and_a_zero_limit_is_refused() {
+        let s = Settings::with_overrides(&[]).unwrap();
+        assert_eq!(s.limits.payload(), crate::domain::limits::Limits::default());
+        assert_eq!(s.limits.batch_max_bytes, 4 * 1024 * 1024);
+        let err = Settings::with_overrides(&[("limits.max_entries", "0")]).unwrap_err();
+        assert!(err.to_string().contains("limits.max_entries must be at least 1"), "{err}");
     }
 }

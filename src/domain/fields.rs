@@ -27,6 +27,8 @@ pub struct Phone {
     pub value: String,
     /// False when it is not a mainland mobile and was kept as given (minus spaces and dashes).
     pub recognized: bool,
+    /// False when it cannot be a phone number at all (see [`plausible_phone`]); kept all the same.
+    pub plausible: bool,
 }
 
 /// Trims spaces, dashes and brackets; a mainland China mobile (11 digits from 1[3-9], with or
@@ -41,10 +43,19 @@ pub fn phone(raw: &str) -> Phone {
     let b = national.as_bytes();
     let mobile = b.len() == 11 && b[0] == b'1' && (b'3'..=b'9').contains(&b[1]) && b.iter().all(u8::is_ascii_digit);
     if mobile {
-        Phone { value: format!("+86{national}"), recognized: true }
+        Phone { value: format!("+86{national}"), recognized: true, plausible: true }
     } else {
-        Phone { value: compact, recognized: false }
+        Phone { plausible: plausible_phone(raw), value: compact, recognized: false }
     }
+}
+
+/// Whether `raw` can be a phone number: without separators (spaces, `-`, `.`, `/`, brackets) and
+/// an optional leading `+` or `00`, 5 to 15 digits (E.164 allows at most 15; short local
+/// numbers have 5 or more), and nothing else.
+pub fn plausible_phone(raw: &str) -> bool {
+    let compact: String = raw.chars().filter(|c| !c.is_whitespace() && !"-()（）./".contains(*c)).collect();
+    let digits = compact.strip_prefix('+').or_else(|| compact.strip_prefix("00")).unwrap_or(&compact);
+    (5..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Trimmed and lower-cased, and whether it looks like an address.
@@ -74,25 +85,10 @@ pub fn birth_year(value: &serde_json::Value, current_year: i32) -> Option<i32> {
     (1900..=(current_year as i64 - 14)).contains(&year).then_some(year as i32)
 }
 
-/// `offerAttachmentUrls`: empty, one URL, several separated by commas or whitespace, or a JSON
-/// array of strings. `None` when it is of another shape.
-pub fn url_list(value: &serde_json::Value) -> Option<Vec<String>> {
-    match value {
-        serde_json::Value::Null => Some(Vec::new()),
-        serde_json::Value::String(s) => Some(
-            s.split(|c: char| c == ',' || c == '，' || c.is_whitespace())
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map(|s| s.trim().to_owned()))
-            .filter(|u| u.as_ref().is_none_or(|u| !u.is_empty()))
-            .collect(),
-        _ => None,
-    }
+/// The URLs of an `offerAttachmentUrls` text: separated by commas (ASCII or full-width) or
+/// whitespace, trimmed, empty pieces skipped.
+pub fn split_urls(text: &str) -> impl Iterator<Item = &str> + Clone {
+    text.split(|c: char| c == ',' || c == '，' || c.is_whitespace()).map(str::trim).filter(|u| !u.is_empty())
 }
 
 #[cfg(test)]
@@ -145,7 +141,7 @@ mod tests {
             ("12203030303", "12203030303", false),
         ];
         for (raw, value, recognized) in cases {
-            assert_eq!(phone(raw), Phone { value: value.into(), recognized }, "{raw}");
+            assert_eq!(phone(raw), Phone { value: value.into(), recognized, plausible: true }, "{raw}");
         }
     }
 
@@ -174,20 +170,29 @@ mod tests {
     }
 
     #[test]
-    fn attachment_url_lists() {
-        let two = Some(vec!["http://a/1".to_string(), "http://a/2".to_string()]);
-        for (v, want) in [
-            (json!(""), Some(vec![])),
-            (json!(null), Some(vec![])),
-            (json!("http://a/1"), Some(vec!["http://a/1".to_string()])),
-            (json!("http://a/1,http://a/2"), two.clone()),
-            (json!("http://a/1 \n http://a/2"), two.clone()),
-            (json!("http://a/1， http://a/2"), two.clone()),
-            (json!(["http://a/1", "http://a/2"]), two.clone()),
-            (json!([1]), None),
-            (json!({"u": 1}), None),
+    fn attachment_url_texts() {
+        for (text, want) in [
+            ("", vec![]),
+            ("http://a/1", vec!["http://a/1"]),
+            ("http://a/1,http://a/2", vec!["http://a/1", "http://a/2"]),
+            ("http://a/1 \n http://a/2", vec!["http://a/1", "http://a/2"]),
+            ("http://a/1， http://a/2", vec!["http://a/1", "http://a/2"]),
         ] {
-            assert_eq!(url_list(&v), want, "{v}");
+            assert_eq!(split_urls(text).collect::<Vec<_>>(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_phone_number_is_kept_but_not_plausible() {
+        for raw in ["13203030303", "010-8888 6666", "+1 (415) 555-0100", "0044 20 7946 0958", "12345", "020.1234.5678"]
+        {
+            assert!(plausible_phone(raw), "{raw}");
+        }
+        let five_hundred = "1".repeat(500);
+        for raw in ["1234", "1234567890123456", five_hundred.as_str(), "call me", "138x0000000", "+", "++8613203030303"]
+        {
+            assert!(!plausible_phone(raw), "{raw}");
+            assert_eq!(phone(raw).value, raw.replace(' ', ""), "kept as given");
         }
     }
 }

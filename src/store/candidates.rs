@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
-use super::DbError;
+use super::{storable, DbError};
 use crate::{broker::envelope::Meta, domain::candidate::Candidate, worker::attachments::Record};
 
 /// One valid submission to store.
@@ -418,7 +418,14 @@ async fn record_submissions(
         push(item.meta, o.as_str(), item.attempts, None);
     }
     for d in dead {
-        push(d.meta, "dead", d.attempts, Some(d.error.to_string()));
+        // A dead message may be dead precisely because PostgreSQL refuses its id or its text:
+        // its record is made storable (NUL escaped, cut to fit the index), see [`storable`].
+        let meta = Meta {
+            moka_id: storable::text(&d.meta.moka_id, storable::ID_MAX_BYTES).into_owned(),
+            access_key: storable::text(&d.meta.access_key, storable::ID_MAX_BYTES).into_owned(),
+            ..d.meta.clone()
+        };
+        push(&meta, "dead", d.attempts, Some(storable::json(&d.error, storable::MESSAGE_MAX_BYTES).to_string()));
     }
     if message_id.is_empty() {
         return Ok(HashSet::new());

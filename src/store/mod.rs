@@ -1,21 +1,24 @@
-//! PostgreSQL: the connection pool, migrations, and the batch writer of candidates.
+//! PostgreSQL: the connection pool, migrations, the batch writer of candidates, and the
+//! classification of database errors into what retrying can cure and what it cannot.
 
 pub mod blobs;
 pub mod candidates;
 pub mod migrate;
+pub mod storable;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::ExposeSecret;
-use tokio_postgres::{error::SqlState, NoTls};
+use tokio_postgres::NoTls;
 
 use crate::config::Settings;
 
 /// A database failure, classified for the retry decision.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// The data itself cannot be stored (e.g. a JSON string PostgreSQL refuses): retrying won't help.
+    /// The data itself cannot be stored (a NUL in text, a key too long for its index, a broken
+    /// constraint…): retrying won't help. The text names the SQLSTATE.
     #[error("database refused the data: {0}")]
     Permanent(String),
     /// Connection lost, database restarting, deadlock, pool exhausted…: retry later.
@@ -29,16 +32,44 @@ impl DbError {
     }
 }
 
+/// Whether a SQLSTATE is about the data of the statement (`true`: the same data will be refused
+/// again, whenever it is sent) or about this moment, the server or our deployment (`false`).
+///
+/// Permanent, the data's fault:
+/// - `22` data exception: NUL in text (22021), untranslatable `\u0000` in JSON (22P05), a value out
+///   of range (22003), invalid input syntax (22P02) for what we cast;
+/// - `23` integrity constraint violation: the data breaks a check, not-null or unique rule;
+/// - `54` program limit exceeded: an index row too large (54000, a key of thousands of bytes),
+///   a JSON value nested too deep for the server's stack (54001);
+/// - `21` cardinality violation: one statement touching the same key twice, which only a batch's
+///   own contents can cause (two payloads whose ids differ only in surrounding spaces);
+/// - `40002` an integrity constraint checked at commit.
+///
+/// Everything else retries: `08` connection, `40001`/`40P01` serialization and deadlock, `53`
+/// out of resources (disk full, too many connections), `55` lock not available, `57` operator
+/// intervention and shutdown, `58`/`XX` server-side I/O and internal errors, `25` read-only
+/// transaction (a failover in progress). `42` (syntax, undefined table or column, missing
+/// privilege) and `0A` are our code's or the deployment's fault, not the message's: dead-lettering
+/// would throw away every message until an operator fixes it, so they retry through the delay
+/// queues (a day) and alert through `moka_worker_db_errors_total` instead.
+pub fn is_permanent_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("21" | "22" | "23" | "54")) || code == "40002"
+}
+
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
-        let text = match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
-        };
-        match e.code().map(SqlState::code) {
-            // Class 22 (data exception) and 23 (integrity constraint): this data, not this moment.
-            Some(code) if code.starts_with("22") || code.starts_with("23") => DbError::Permanent(text),
-            _ => DbError::Transient(text),
+        match e.as_db_error() {
+            Some(db) => {
+                let code = db.code().code();
+                let text = format!("SQLSTATE {code}: {}", db.message());
+                if is_permanent_sqlstate(code) {
+                    DbError::Permanent(text)
+                } else {
+                    DbError::Transient(text)
+                }
+            }
+            // No answer from the server: the connection, a timeout, the pool.
+            None => DbError::Transient(e.to_string()),
         }
     }
 }
@@ -71,4 +102,23 @@ pub fn pool(settings: &Settings) -> Result<Pool, DbError> {
         .create_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(|e| DbError::Permanent(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_about_the_data_are_permanent_and_the_rest_retry() {
+        for code in ["22021", "22P05", "22003", "22P02", "23505", "23502", "23514", "54000", "54001", "21000", "40002"]
+        {
+            assert!(is_permanent_sqlstate(code), "{code} is the data's fault");
+        }
+        for code in [
+            "08006", "08001", "40001", "40P01", "40003", "53100", "53200", "53300", "55P03", "57014", "57P01", "57P03",
+            "58030", "XX000", "25006", "42P01", "42501", "42601", "0A000", "",
+        ] {
+            assert!(!is_permanent_sqlstate(code), "{code} can go away");
+        }
+    }
 }

@@ -17,7 +17,8 @@ use tracing::{error, warn};
 use super::{
     attachments, attempts,
     failure::{Failure, FailureKind},
-    redeliveries, retries,
+    redeliveries,
+    retry::Next,
     write::Stored,
     BatchError, Dead, Ready, Retry, Worker,
 };
@@ -94,6 +95,7 @@ impl Worker {
     async fn process_batch(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Result<(), BatchError> {
         let started = std::time::Instant::now();
         let year = chrono::Utc::now().year();
+        let limits = self.settings.limits.payload();
         let mut ready = Vec::with_capacity(deliveries.len());
         let mut dead = Vec::new();
         for (index, d) in deliveries.iter().enumerate() {
@@ -106,7 +108,7 @@ impl Worker {
                 Ok(env) => {
                     #[cfg(feature = "fault-injection")]
                     fault_injection(&env.payload).await;
-                    match candidate::parse(&env.payload, year) {
+                    match candidate::parse(&env.payload, year, &limits) {
                         Ok(candidate) => {
                             ready.push(Ready { index, meta: env.meta, payload: env.payload, candidate, attempts })
                         }
@@ -122,9 +124,9 @@ impl Worker {
         let (records, mut retry) = self.fetch_attachments(&mut ready).await;
         // Retries used up: those go to the dead-letter queue (and are recorded with the batch).
         for r in std::mem::take(&mut retry) {
-            match self.topology.retry_queue(retries(&deliveries[r.index]) as usize) {
-                Some(_) => retry.push(r),
-                None => dead.push(self.exhausted(r.index, &deliveries[r.index], r.failure)),
+            match self.retry_or_exhausted(r.index, &deliveries[r.index], r.failure) {
+                Next::Retry(r) => retry.push(r),
+                Next::Dead(d) => dead.push(d),
             }
         }
 
@@ -132,8 +134,15 @@ impl Worker {
             Stored::Written(outcomes) => outcomes,
             Stored::Unavailable(e) => {
                 // The database stayed away: everything waits in the delay queues instead.
+                // Those whose schedule is used up are dead, reason `database`. (Their `submissions`
+                // rows cannot be written now: the database is away. The dead-letter queue has them.)
                 let failure = Failure::from(DbError::Transient(e));
-                retry.extend(ready.drain(..).map(|r| Retry { index: r.index, failure: failure.clone() }));
+                for r in ready.drain(..) {
+                    match self.retry_or_exhausted(r.index, &deliveries[r.index], failure.clone()) {
+                        Next::Retry(r) => retry.push(r),
+                        Next::Dead(d) => dead.push(d),
+                    }
+                }
                 Vec::new()
             }
         };

@@ -69,7 +69,7 @@ async fn consume(
     let batch_wait = Duration::from_millis(s.worker.batch_wait_ms);
     let result = loop {
         let batch = tokio::select! {
-            b = collect(&mut consumer, s.worker.batch_size, batch_wait) => b,
+            b = collect(&mut consumer, s.worker.batch_size, s.limits.batch_max_bytes, batch_wait) => b,
             _ = shutdown.cancelled() => break Ok(()),
         };
         let batch = match batch {
@@ -95,18 +95,36 @@ async fn consume(
     result
 }
 
-/// Waits for one delivery, then takes more until `max` or until `wait` has passed.
-/// An empty batch means the consumer stream ended.
-async fn collect(consumer: &mut Consumer, max: usize, wait: Duration) -> Result<Vec<Delivery>, lapin::Error> {
-    let mut batch = Vec::with_capacity(max);
+/// Waits for one delivery, then takes more until `max` messages, until their bodies reach
+/// `max_bytes`, or until `wait` has passed. An empty batch means the consumer stream ended.
+///
+/// The byte budget bounds what a batch holds once parsed (payloads, candidates, the write's
+/// columns) whatever the payloads' size; prefetch alone would let 500 bodies of 1 MiB into one
+/// batch. Deliveries beyond it stay with the broker client until the next batch.
+async fn collect(
+    consumer: &mut Consumer,
+    max: usize,
+    max_bytes: usize,
+    wait: Duration,
+) -> Result<Vec<Delivery>, lapin::Error> {
+    let mut batch = Vec::with_capacity(max.min(64));
+    let mut bytes = 0;
     match consumer.next().await {
         None => return Ok(batch),
-        Some(d) => batch.push(d?),
+        Some(d) => {
+            let d = d?;
+            bytes += d.data.len();
+            batch.push(d);
+        }
     }
     let deadline = tokio::time::Instant::now() + wait;
-    while batch.len() < max {
+    while batch.len() < max && bytes < max_bytes {
         match tokio::time::timeout_at(deadline, consumer.next()).await {
-            Ok(Some(d)) => batch.push(d?),
+            Ok(Some(d)) => {
+                let d = d?;
+                bytes += d.data.len();
+                batch.push(d);
+            }
             Ok(None) | Err(_) => break,
         }
     }

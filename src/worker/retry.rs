@@ -10,18 +10,38 @@ use lapin::{
 use rand::Rng;
 use tracing::{warn, Instrument};
 
-use super::{attempts, dead_letter, failure::Failure, retries, BatchError, Dead, Worker};
+use super::{attempts, dead_letter, failure::Failure, retries, BatchError, Dead, Retry, Worker};
 use crate::broker::{
     envelope::{header_str, Envelope},
     topology::DEAD_KEY,
 };
 
+/// Where a message with a transient failure goes next.
+pub(super) enum Next {
+    Retry(Retry),
+    Dead(Dead),
+}
+
 impl Worker {
-    /// Moves the message to the delay queue of its next retry (the caller checked one is left).
+    /// Where a transient failure of the message at `index` goes: a delay queue while the
+    /// schedule has a retry left, else the dead-letter queue ([`Worker::exhausted`]).
+    pub(super) fn retry_or_exhausted(&self, index: usize, delivery: &Delivery, failure: Failure) -> Next {
+        match self.topology.retry_queue(retries(delivery) as usize) {
+            Some(_) => Next::Retry(Retry { index, failure }),
+            None => Next::Dead(self.exhausted(index, delivery, failure)),
+        }
+    }
+
+    /// Moves the message to the delay queue of its next retry; with none left (callers go
+    /// through [`Worker::retry_or_exhausted`], so only a bug gets here) it is dead-lettered
+    /// instead: outside data or an outage must never reach a panic.
     /// Headers `x-retry-count`, `x-first-failed-at`, `x-last-failed-at` and `x-last-error` travel with it.
     pub(super) async fn retry_later(&self, delivery: &Delivery, failure: &Failure) -> Result<(), BatchError> {
         let n = retries(delivery);
-        let (queue, delay) = self.topology.retry_queue(n as usize).expect("checked by the caller");
+        let Some((queue, delay)) = self.topology.retry_queue(n as usize) else {
+            let dead = self.exhausted(0, delivery, failure.clone());
+            return self.dead_letter(delivery, &dead).await;
+        };
         // ±20% jitter, so that a burst of failures does not come back as a burst.
         let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
         // The quorum queue's redelivery count belongs to the old copy: not carried over.

@@ -1,8 +1,14 @@
 //! The database write of a batch: one transaction, short in-place retries for a database blip,
-//! and isolation of a message the database refuses.
+//! and isolation of the messages the database refuses.
+//!
+//! When the batch is refused for its data (a permanent SQLSTATE, see [`crate::store`]), every
+//! message is written alone, in its own transaction with its own attachment records: the ones
+//! refused are dead (reason `database`, the SQLSTATE in the message), their neighbours are
+//! committed at this same attempt. Isolation ends the batch's write: there is no second pass that
+//! could be refused again, so no loop that spins on a fault it cannot place.
 
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::{
     attachments,
@@ -20,7 +26,7 @@ use crate::{
 
 /// The result of [`Worker::store`].
 pub(super) enum Stored {
-    /// Committed; one outcome per ready message.
+    /// Committed; one outcome per message left in `ready`.
     Written(Vec<Outcome>),
     /// The database stayed unavailable through `retry.db_attempts` tries.
     Unavailable(String),
@@ -39,43 +45,79 @@ impl Worker {
         let mut backoff = Backoff::from_settings(&self.settings.broker);
         let mut failures = 0;
         loop {
-            match self.write(ready, records, dead).await {
+            let e = match self.write(ready, records, dead).await {
                 Ok(outcomes) => return Ok(Stored::Written(outcomes)),
-                Err(e) if e.is_transient() => {
-                    failures += 1;
-                    metrics::counter!("moka_worker_db_errors_total").increment(1);
-                    if failures >= self.settings.retry.db_attempts.max(1) {
-                        warn!(error = %e, "database unavailable; moving the batch to the delay queues");
-                        return Ok(Stored::Unavailable(e.to_string()));
-                    }
-                    warn!(error = %e, "database write failed; trying again");
-                    if !backoff.wait(shutdown).await {
-                        return Err(BatchError::Shutdown);
-                    }
-                }
+                Err(e) if e.is_transient() => e,
                 Err(e) => {
                     // Something in the batch is refused: find it by writing the messages one by one.
-                    warn!(error = %e, "batch refused by the database; isolating the bad messages");
-                    self.isolate(ready, dead).await;
+                    warn!(error = %e, "batch refused by the database; writing its messages one by one");
+                    match self.isolate(ready, records, dead).await {
+                        Ok(outcomes) => return Ok(Stored::Written(outcomes)),
+                        // What was committed alone is recorded, and counts as done when tried again.
+                        Err(e) => e,
+                    }
                 }
+            };
+            failures += 1;
+            metrics::counter!("moka_worker_db_errors_total").increment(1);
+            if failures >= self.settings.retry.db_attempts.max(1) {
+                warn!(error = %e, "database unavailable; moving the batch to the delay queues");
+                return Ok(Stored::Unavailable(e.to_string()));
+            }
+            warn!(error = %e, "database write failed; trying again");
+            if !backoff.wait(shutdown).await {
+                return Err(BatchError::Shutdown);
             }
         }
     }
 
-    /// Writes each message alone; those refused permanently join `dead`.
-    async fn isolate(&self, ready: &mut Vec<Ready>, dead: &mut Vec<Dead>) {
+    /// Writes each message alone with its attachment records, then each dead record alone.
+    /// Messages refused for their data join `dead`; the others are committed. Returns their
+    /// outcomes, or the first transient error (the caller retries: what was committed is then
+    /// a duplicate).
+    async fn isolate(
+        &self,
+        ready: &mut Vec<Ready>,
+        records: &[attachments::Record],
+        dead: &mut Vec<Dead>,
+    ) -> Result<Vec<Outcome>, DbError> {
+        let mut outcomes = Vec::with_capacity(ready.len());
         let mut keep = Vec::with_capacity(ready.len());
-        for r in ready.drain(..) {
-            match self.write(std::slice::from_ref(&r), &[], &[]).await {
+        let mut pending = std::mem::take(ready).into_iter();
+        for r in pending.by_ref() {
+            let own: Vec<attachments::Record> =
+                records.iter().filter(|rec| rec.moka_id == r.candidate.moka_id).cloned().collect();
+            match self.write(std::slice::from_ref(&r), &own, &[]).await {
+                Ok(o) => {
+                    outcomes.extend(o);
+                    keep.push(r);
+                }
                 Err(DbError::Permanent(message)) => {
-                    let failure = Failure::permanent(FailureKind::Database, message);
+                    let failure =
+                        Failure::permanent(FailureKind::Database, format!("database refused the data: {message}"));
                     dead.push(Dead { index: r.index, meta: Some(r.meta), failure, attempts: r.attempts });
                 }
-                // Stored (it is recorded, so the batch write sees it as done) or to be retried.
-                _ => keep.push(r),
+                Err(e) => {
+                    keep.push(r);
+                    keep.extend(pending);
+                    *ready = keep;
+                    return Err(e);
+                }
             }
         }
         *ready = keep;
+        // Dead records are made storable (see `store::storable`), so this should never refuse
+        // one; if it does, the message is still in the dead-letter queue with its reason.
+        for d in dead.iter() {
+            match self.write(&[], &[], std::slice::from_ref(d)).await {
+                Ok(_) => {}
+                Err(DbError::Permanent(e)) => {
+                    error!(error = %e, index = d.index, "cannot record a dead message in submissions")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outcomes)
     }
 
     /// One transaction: candidates, children, attachments, submissions (and dead records).

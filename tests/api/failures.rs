@@ -24,7 +24,7 @@ fn with_resume(id: &str, url: &str) -> String {
     v.to_string()
 }
 
-async fn publish(broker: &TestBroker, id: &str, payload: &str) -> Meta {
+pub(crate) async fn publish(broker: &TestBroker, id: &str, payload: &str) -> Meta {
     let meta = Meta::new("ak", helpers::now(), id, Utc::now());
     broker.publish(&meta, payload).await;
     meta
@@ -51,7 +51,7 @@ async fn dlq_cli(broker: &TestBroker, schedule: &str, args: &[&str]) -> (bool, S
 }
 
 /// What the dead-letter queue holds, without removing it.
-async fn dead_messages(broker: &TestBroker) -> Vec<dlq::DeadMessage> {
+pub(crate) async fn dead_messages(broker: &TestBroker) -> Vec<dlq::DeadMessage> {
     let ch = broker._conn.create_channel().await.unwrap();
     let mut out = Vec::new();
     while let Some(m) =

@@ -7,5 +7,6 @@ mod cli;
 mod failures;
 mod helpers;
 mod hostile_ingress;
+mod hostile_worker;
 mod ingress;
 mod worker;
