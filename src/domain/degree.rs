@@ -11,6 +11,9 @@ pub const OTHER: &str = "其他";
 
 #[derive(Debug, Deserialize)]
 struct Rules {
+    /// Forms known to have no single answer (`JD`, `同等学力`, `本科及以上`): checked first, and
+    /// left raw with a warning rather than mapped.
+    ambiguous: Matcher,
     rule: Vec<Rule>,
 }
 
@@ -18,17 +21,35 @@ struct Rules {
 struct Rule {
     degree: String,
     rank: u8,
-    #[serde(default)]
-    contains: Vec<String>,
-    #[serde(default)]
-    equals: Vec<String>,
+    #[serde(flatten)]
+    matcher: Matcher,
 }
 
-fn rules() -> &'static [Rule] {
+#[derive(Debug, Default, Deserialize)]
+struct Matcher {
+    /// The value, without spaces and lower-cased, contains one of these.
+    #[serde(default)]
+    contains: Vec<String>,
+    /// The value, without spaces and lower-cased, is one of these.
+    #[serde(default)]
+    equals: Vec<String>,
+    /// One word of the value (a run of ASCII letters, digits and dots, dots removed, lower-cased)
+    /// is one of these: `BA Psychology`, `B.S. Ed`, `Bachelor of Arts (BA)`, `MBA硕士`.
+    #[serde(default)]
+    words: Vec<String>,
+}
+
+impl Matcher {
+    fn hits(&self, key: &str, words: &[String]) -> bool {
+        self.equals.iter().any(|e| e == key)
+            || self.contains.iter().any(|c| key.contains(c.as_str()))
+            || self.words.iter().any(|w| words.contains(w))
+    }
+}
+
+fn rules() -> &'static Rules {
     static RULES: OnceLock<Rules> = OnceLock::new();
-    &RULES
-        .get_or_init(|| toml::from_str(include_str!("degrees.toml")).expect("degrees.toml is valid (unit-tested)"))
-        .rule
+    RULES.get_or_init(|| toml::from_str(include_str!("degrees.toml")).expect("degrees.toml is valid (unit-tested)"))
 }
 
 /// A recognized degree.
@@ -39,17 +60,39 @@ pub struct Degree {
     pub rank: u8,
 }
 
-/// The normalized degree of `raw`, or `None` when no rule recognizes it (the caller stores
-/// `其他` with a warning).
+/// Full-width ASCII (as Chinese input methods type it: `ＭＢＡ`) to ASCII, lower-cased.
+fn fold(c: char) -> char {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+        c => c,
+    }
+    .to_ascii_lowercase()
+}
+
+/// The normalized degree of `raw`, or `None` when no rule recognizes it, or when it is one of the
+/// ambiguous forms (the caller stores `其他` with a warning, and keeps the raw text).
 pub fn normalize(raw: &str) -> Option<Degree> {
-    let key: String = raw.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+    let key: String = raw.chars().filter(|c| !c.is_whitespace()).map(fold).collect();
     if key.is_empty() {
         return None;
     }
-    rules().iter().find_map(|r| {
-        let hit = r.equals.contains(&key) || r.contains.iter().any(|c| key.contains(c.as_str()));
-        hit.then_some(Degree { name: r.degree.as_str(), rank: r.rank })
-    })
+    // Runs of ASCII letters, digits and dots, dots removed: "B.S. Ed" → ["bs", "ed"],
+    // "MBA硕士" → ["mba"].
+    let folded: String = raw.chars().map(fold).collect();
+    let words: Vec<String> = folded
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+        .map(|w| w.replace('.', ""))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let rules = rules();
+    if rules.ambiguous.hits(&key, &words) {
+        return None;
+    }
+    rules
+        .rule
+        .iter()
+        .find(|r| r.matcher.hits(&key, &words))
+        .map(|r| Degree { name: r.degree.as_str(), rank: r.rank })
 }
 
 #[cfg(test)]
@@ -111,6 +154,59 @@ mod tests {
         // "mathematics" must not match the whole-word-only "ma".
         for raw in ["", "   ", "火星学院", "mathematics", "art"] {
             assert_eq!(normalize(raw), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn colloquial_part_time_and_overseas_forms() {
+        let cases = [
+            ("大本", "本科"),
+            ("本科在读", "本科"),
+            ("全日制本科", "本科"),
+            ("自考本科", "本科"),
+            ("成人本科", "本科"),
+            ("函授本科", "本科"),
+            ("网络教育本科", "本科"),
+            ("专升本", "本科"),
+            ("专科升本科", "本科"),
+            ("专本连读", "本科"),
+            ("在职研究生", "硕士"),
+            ("海外硕士", "硕士"),
+            ("本硕连读", "硕士"),
+            ("硕博连读", "博士"),
+            ("副学士", "大专"),
+            ("BA Psychology", "本科"),
+            ("B.S. Ed", "本科"),
+            ("B.Tech", "本科"),
+            ("MSc Computer Science", "硕士"),
+            ("LL.M.", "硕士"),
+            ("ＭＢＡ", "MBA"),
+            ("Executive MBA", "MBA"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize(raw).map(|d| d.name), Some(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn look_alikes_are_not_mistaken() {
+        let cases = [
+            ("Bachelor of Business Administration", Some("本科")),
+            ("High School Diploma", Some("高中")),
+            ("Junior High School", Some("其他")),
+            ("Diploma in Banking", None),
+            ("Doctor of Business Administration", Some("博士")),
+            ("Juris Doctor (JD)", None),
+            ("MD", None),
+            ("同等学力", None),
+            ("本科及以上", None),
+            ("大学肄业", None),
+            ("自考", None),
+            ("电大", None),
+            ("B.Tech in ME", Some("本科")),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize(raw).map(|d| d.name), want, "{raw}");
         }
     }
 
