@@ -11,6 +11,9 @@ pub const OTHER: &str = "其他";
 
 #[derive(Debug, Deserialize)]
 struct Rules {
+    /// Forms known to have no single answer (`JD`, `同等学力`, `本科及以上`): checked first, and
+    /// left raw with a warning rather than mapped.
+    ambiguous: Matcher,
     rule: Vec<Rule>,
 }
 
@@ -18,17 +21,35 @@ struct Rules {
 struct Rule {
     degree: String,
     rank: u8,
-    #[serde(default)]
-    contains: Vec<String>,
-    #[serde(default)]
-    equals: Vec<String>,
+    #[serde(flatten)]
+    matcher: Matcher,
 }
 
-fn rules() -> &'static [Rule] {
+#[derive(Debug, Default, Deserialize)]
+struct Matcher {
+    /// The value, without spaces and lower-cased, contains one of these.
+    #[serde(default)]
+    contains: Vec<String>,
+    /// The value, without spaces and lower-cased, is one of these.
+    #[serde(default)]
+    equals: Vec<String>,
+    /// One word of the value (a run of ASCII letters, digits and dots, dots removed, lower-cased)
+    /// is one of these: `BA Psychology`, `B.S. Ed`, `Bachelor of Arts (BA)`, `MBA硕士`.
+    #[serde(default)]
+    words: Vec<String>,
+}
+
+impl Matcher {
+    fn hits(&self, key: &str, words: &[String]) -> bool {
+        self.equals.iter().any(|e| e == key)
+            || self.contains.iter().any(|c| key.contains(c.as_str()))
+            || self.words.iter().any(|w| words.contains(w))
+    }
+}
+
+fn rules() -> &'static Rules {
     static RULES: OnceLock<Rules> = OnceLock::new();
-    &RULES
-        .get_or_init(|| toml::from_str(include_str!("degrees.toml")).expect("degrees.toml is valid (unit-tested)"))
-        .rule
+    RULES.get_or_init(|| toml::from_str(include_str!("degrees.toml")).expect("degrees.toml is valid (unit-tested)"))
 }
 
 /// A recognized degree.
@@ -39,22 +60,43 @@ pub struct Degree {
     pub rank: u8,
 }
 
-/// The normalized degree of `raw`, or `None` when no rule recognizes it (the caller stores
-/// `其他` with a warning).
+/// Full-width ASCII (as Chinese input methods type it: `ＭＢＡ`) to ASCII, lower-cased.
+fn fold(c: char) -> char {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+        c => c,
+    }
+    .to_ascii_lowercase()
+}
+
+/// The normalized degree of `raw`, or `None` when no rule recognizes it, or when it is one of the
+/// ambiguous forms (the caller stores `其他` with a warning, and keeps the raw text).
 pub fn normalize(raw: &str) -> Option<Degree> {
-    let key: String = raw.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+    let key: String = raw.chars().filter(|c| !c.is_whitespace()).map(fold).collect();
     if key.is_empty() {
         return None;
     }
-    rules().iter().find_map(|r| {
-        let hit = r.equals.contains(&key) || r.contains.iter().any(|c| key.contains(c.as_str()));
-        hit.then_some(Degree { name: r.degree.as_str(), rank: r.rank })
-    })
+    // Runs of ASCII letters, digits and dots, dots removed: "B.S. Ed" → ["bs", "ed"],
+    // "MBA硕士" → ["mba"].
+    let folded: String = raw.chars().map(fold).collect();
+    let words: Vec<String> = folded
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+        .map(|w| w.replace('.', ""))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let rules = rules();
+    if rules.ambiguous.hits(&key, &words) {
+        return None;
+    }
+    rules.rule.iter().find(|r| r.matcher.hits(&key, &words)).map(|r| Degree { name: r.degree.as_str(), rank: r.rank })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows of this family are true degrees the rules do not (yet) read: counted, not required.
+    const UNCLAIMED: &str = "unclaimed";
 
     #[test]
     fn common_chinese_and_english_forms() {
@@ -115,6 +157,63 @@ mod tests {
     }
 
     #[test]
+    fn colloquial_part_time_and_overseas_forms() {
+        let cases = [
+            ("大本", "本科"),
+            ("本科在读", "本科"),
+            ("全日制本科", "本科"),
+            ("自考本科", "本科"),
+            ("成人本科", "本科"),
+            ("函授本科", "本科"),
+            ("网络教育本科", "本科"),
+            ("专升本", "本科"),
+            ("专科升本科", "本科"),
+            ("专本连读", "本科"),
+            ("在职研究生", "硕士"),
+            ("海外硕士", "硕士"),
+            ("本硕连读", "硕士"),
+            ("硕博连读", "博士"),
+            ("副学士", "大专"),
+            ("准学士", "大专"),
+            ("普高", "高中"),
+            ("BA Psychology", "本科"),
+            ("B.S. Ed", "本科"),
+            ("B.Tech", "本科"),
+            ("MSc Computer Science", "硕士"),
+            ("LL.M.", "硕士"),
+            ("ＭＢＡ", "MBA"),
+            ("Executive MBA", "MBA"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize(raw).map(|d| d.name), Some(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn look_alikes_are_not_mistaken() {
+        let cases = [
+            ("Bachelor of Business Administration", Some("本科")),
+            ("High School Diploma", Some("高中")),
+            ("Junior High School", Some("其他")),
+            ("Diploma in Banking", None),
+            ("Doctor of Business Administration", Some("博士")),
+            ("Juris Doctor (JD)", None),
+            ("MD", None),
+            ("同等学力", None),
+            ("本科及以上", None),
+            ("大学肄业", None),
+            ("研究生课程班", None),
+            ("高中以下", None),
+            ("自考", None),
+            ("电大", None),
+            ("B.Tech in ME", Some("本科")),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize(raw).map(|d| d.name), want, "{raw}");
+        }
+    }
+
+    #[test]
     fn ranks_order_degrees() {
         let rank = |s| normalize(s).unwrap().rank;
         assert!(rank("博士") > rank("硕士"));
@@ -122,5 +221,54 @@ mod tests {
         assert!(rank("本科") > rank("大专"));
         assert!(rank("大专") > rank("高中"));
         assert!(rank("高中") > rank("初中"));
+    }
+
+    /// The labelled corpus (`corpus/degrees.tsv`, with sources): every row a claimed family must read right;
+    /// a wrong value fails in every family. `cargo test --lib corpus -- --nocapture` prints the accuracy.
+    #[test]
+    fn corpus_of_real_degrees_is_read() {
+        let mut families: std::collections::BTreeMap<&str, [usize; 4]> = Default::default();
+        let mut failures = Vec::new();
+        for (i, line) in include_str!("corpus/degrees.tsv").lines().enumerate() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let cols: Vec<&str> = line.split('\t').collect();
+            let [input, expected, family, _source] = cols[..] else {
+                panic!("corpus/degrees.tsv:{}: four columns", i + 1)
+            };
+            let got = normalize(input).map_or("none", |d| d.name);
+            // [rows, right, missed (left raw), wrong value]
+            let f = families.entry(family).or_default();
+            f[0] += 1;
+            if got == expected {
+                f[1] += 1;
+            } else if got == "none" {
+                f[2] += 1;
+                if family != UNCLAIMED {
+                    failures.push(format!("corpus/degrees.tsv:{}: {input:?} not read, expected {expected}", i + 1));
+                }
+            } else {
+                f[3] += 1;
+                failures.push(format!("corpus/degrees.tsv:{}: {input:?} read as {got}, expected {expected}", i + 1));
+            }
+        }
+        let (mut rows, mut right, mut claimed, mut claimed_right) = (0, 0, 0, 0);
+        println!("corpus/degrees.tsv: family, rows, right, left raw, wrong, accuracy");
+        for (family, [n, ok, missed, wrong]) in &families {
+            println!("  {family:<16} {n:>4} {ok:>4} {missed:>4} {wrong:>4} {:>6.1}%", 100.0 * *ok as f64 / *n as f64);
+            rows += n;
+            right += ok;
+            if *family != UNCLAIMED {
+                claimed += n;
+                claimed_right += ok;
+            }
+        }
+        println!(
+            "  overall {right}/{rows} = {:.1}%; families the rules claim: {claimed_right}/{claimed} = {:.1}%",
+            100.0 * right as f64 / rows as f64,
+            100.0 * claimed_right as f64 / claimed as f64
+        );
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }
