@@ -626,6 +626,41 @@ mod tests {
     }
 
     #[test]
+    fn dates_from_serializers_and_resumes_reach_the_entries_as_numbers_or_text() {
+        // Epoch milliseconds as a JSON number (Java, JavaScript), month before year, full width,
+        // an English month: each dated, none warned about; an ambiguous day/month stays raw.
+        let mut v = sample();
+        o_insert(
+            &mut v,
+            "experienceInfo",
+            json!([
+                {"startDate": 1330531200000u64, "endDate": "08/2023"},
+                {"startDate": "２０１１年９月", "endDate": "Sept. 2012"},
+                {"startDate": "03/04/2007", "endDate": "present"}
+            ]),
+        );
+        let c = parse_value(&v).unwrap();
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
+        let e = &c.experiences;
+        assert_eq!((e[0].start.date, e[0].end.date), (date(2012, 3, 1), date(2023, 8, 1)));
+        assert_eq!(e[0].start.raw.as_deref(), Some("1330531200000"));
+        assert_eq!((e[1].start.date, e[1].end.date), (date(2011, 9, 1), date(2012, 9, 1)));
+        assert_eq!((e[2].start.date, e[2].start.raw.as_deref(), e[2].is_current), (None, Some("03/04/2007"), true));
+        let warned: Vec<&str> = c.warnings.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(warned, ["experienceInfo[2].startDate"]);
+    }
+
+    #[test]
+    fn a_colloquial_degree_is_read_and_the_candidates_degree_derived_from_it() {
+        let mut v = sample();
+        o_insert(&mut v, "academicDegree", Value::Null);
+        o_insert(&mut v, "educationInfo", json!([{"academicDegree": "大本"}, {"academicDegree": "在职研究生"}]));
+        let c = parse_value(&v).unwrap();
+        assert_eq!(c.educations[0].academic_degree.as_deref(), Some("本科"));
+        assert_eq!(c.academic_degree.as_deref(), Some("硕士"));
+    }
+
+    #[test]
     fn a_phone_that_is_not_a_phone_number_is_kept_with_a_warning() {
         let mut v = sample();
         o_insert(&mut v, "phone", json!("1".repeat(500)));

@@ -49,13 +49,27 @@ pub fn phone(raw: &str) -> Phone {
     }
 }
 
-/// Whether `raw` can be a phone number: without separators (spaces, `-`, `.`, `/`, brackets) and
-/// an optional leading `+` or `00`, 5 to 15 digits (E.164 allows at most 15; short local
-/// numbers have 5 or more), and nothing else.
+/// Whether `raw` can be a phone number, by libphonenumber's rules (the `phonenumber` crate):
+/// after separators (spaces, `-`, `.`, `/`, brackets), a number with `+` or `00` must be a valid
+/// international number; one without must be a valid Chinese number (Moka is a Chinese ATS), or
+/// valid once a `+` is put before it (a country code written without it). A quick length check
+/// (5 to 15 digits, E.164's bounds) comes first, so that junk costs no parsing.
 pub fn plausible_phone(raw: &str) -> bool {
+    use phonenumber::country::Id;
     let compact: String = raw.chars().filter(|c| !c.is_whitespace() && !"-()（）./".contains(*c)).collect();
-    let digits = compact.strip_prefix('+').or_else(|| compact.strip_prefix("00")).unwrap_or(&compact);
-    (5..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    let (digits, international) = match compact.strip_prefix('+').or_else(|| compact.strip_prefix("00")) {
+        Some(rest) => (rest, true),
+        None => (compact.as_str(), false),
+    };
+    if !(5..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let valid = |region: Option<Id>, text: &str| phonenumber::parse(region, text).is_ok_and(|n| n.is_valid());
+    let with_plus = format!("+{digits}");
+    if international {
+        return valid(None, &with_plus);
+    }
+    valid(Some(Id::CN), digits) || valid(None, &with_plus)
 }
 
 /// Trimmed and lower-cased, and whether it looks like an address.
@@ -137,7 +151,7 @@ mod tests {
             ("008613203030303", "+8613203030303", true),
             ("8613203030303", "+8613203030303", true),
             ("010-8888 6666", "01088886666", false),
-            ("+1 (415) 555-0100", "+14155550100", false),
+            ("+1 (650) 253-0000", "+16502530000", false),
             ("12203030303", "12203030303", false),
         ];
         for (raw, value, recognized) in cases {
@@ -184,13 +198,35 @@ mod tests {
 
     #[test]
     fn what_is_not_a_phone_number_is_kept_but_not_plausible() {
-        for raw in ["13203030303", "010-8888 6666", "+1 (415) 555-0100", "0044 20 7946 0958", "12345", "020.1234.5678"]
-        {
+        // Chinese mobile and landlines (Beijing, Guangzhou), with and without the country code;
+        // US, UK and German numbers written internationally, or with the country code and no `+`.
+        for raw in [
+            "13203030303",
+            "010-8888 6666",
+            "020.8888.6666",
+            "+86 10 8888 6666",
+            "+1 (650) 253-0000",
+            "16502530000",
+            "0044 20 7946 0958",
+            "+49 30 901820",
+        ] {
             assert!(plausible_phone(raw), "{raw}");
         }
+        // Too short or long, letters, no country has such numbers (+999, a Chinese number that
+        // starts with 0 then 0), and a bare service code.
         let five_hundred = "1".repeat(500);
-        for raw in ["1234", "1234567890123456", five_hundred.as_str(), "call me", "138x0000000", "+", "++8613203030303"]
-        {
+        for raw in [
+            "1234",
+            "1234567890123456",
+            five_hundred.as_str(),
+            "call me",
+            "138x0000000",
+            "+",
+            "++8613203030303",
+            "+999 1234 5678",
+            "00000000000",
+            "12345",
+        ] {
             assert!(!plausible_phone(raw), "{raw}");
             assert_eq!(phone(raw).value, raw.replace(' ', ""), "kept as given");
         }
