@@ -13,10 +13,8 @@ SCHEMA=bench_att_$$
 WORK=$(mktemp -d)
 PSQL="psql -qtA -h 127.0.0.1 -U root test"
 
-PIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_started
     $PSQL -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
     delete_topology "$PREFIX"
     rm -rf "$WORK"

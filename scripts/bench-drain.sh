@@ -16,11 +16,9 @@ PSQL="psql -qtA -h 127.0.0.1 -U root test -v ON_ERROR_STOP=1 --set=client_min_me
 
 build_both
 
-PIDS=()
 SCHEMAS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_started
     for s in "${SCHEMAS[@]}"; do $PSQL -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
     delete_topology "$PREFIX"
     rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true

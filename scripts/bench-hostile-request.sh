@@ -11,10 +11,8 @@ PREFIX=benchhostile$$
 build_both
 
 DIR=$(mktemp -d)
-PIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_started
     delete_topology "$PREFIX"
     rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
     rm -rf "$DIR"

@@ -13,10 +13,8 @@ PREFIX=bench$$
 
 build_both
 
-PIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_started
     delete_topology "$PREFIX"
     rabbitmqctl -q purge_queue ref.candidates >/dev/null 2>&1 || true
 }

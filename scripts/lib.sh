@@ -26,3 +26,10 @@ build_both() {
     L=$target/release/limits
     M=$PWD/target/release/moka-ingest
 }
+
+# The processes a script starts, by pid: `stop_started` stops them, and nothing else.
+PIDS=()
+stop_started() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}

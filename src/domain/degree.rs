@@ -95,9 +95,6 @@ pub fn normalize(raw: &str) -> Option<Degree> {
 mod tests {
     use super::*;
 
-    /// Rows of this family are true degrees the rules do not (yet) read: counted, not required.
-    const UNCLAIMED: &str = "unclaimed";
-
     #[test]
     fn common_chinese_and_english_forms() {
         let cases = [
@@ -227,48 +224,8 @@ mod tests {
     /// a wrong value fails in every family. `cargo test --lib corpus -- --nocapture` prints the accuracy.
     #[test]
     fn corpus_of_real_degrees_is_read() {
-        let mut families: std::collections::BTreeMap<&str, [usize; 4]> = Default::default();
-        let mut failures = Vec::new();
-        for (i, line) in include_str!("corpus/degrees.tsv").lines().enumerate() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let cols: Vec<&str> = line.split('\t').collect();
-            let [input, expected, family, _source] = cols[..] else {
-                panic!("corpus/degrees.tsv:{}: four columns", i + 1)
-            };
-            let got = normalize(input).map_or("none", |d| d.name);
-            // [rows, right, missed (left raw), wrong value]
-            let f = families.entry(family).or_default();
-            f[0] += 1;
-            if got == expected {
-                f[1] += 1;
-            } else if got == "none" {
-                f[2] += 1;
-                if family != UNCLAIMED {
-                    failures.push(format!("corpus/degrees.tsv:{}: {input:?} not read, expected {expected}", i + 1));
-                }
-            } else {
-                f[3] += 1;
-                failures.push(format!("corpus/degrees.tsv:{}: {input:?} read as {got}, expected {expected}", i + 1));
-            }
-        }
-        let (mut rows, mut right, mut claimed, mut claimed_right) = (0, 0, 0, 0);
-        println!("corpus/degrees.tsv: family, rows, right, left raw, wrong, accuracy");
-        for (family, [n, ok, missed, wrong]) in &families {
-            println!("  {family:<16} {n:>4} {ok:>4} {missed:>4} {wrong:>4} {:>6.1}%", 100.0 * *ok as f64 / *n as f64);
-            rows += n;
-            right += ok;
-            if *family != UNCLAIMED {
-                claimed += n;
-                claimed_right += ok;
-            }
-        }
-        println!(
-            "  overall {right}/{rows} = {:.1}%; families the rules claim: {claimed_right}/{claimed} = {:.1}%",
-            100.0 * right as f64 / rows as f64,
-            100.0 * claimed_right as f64 / claimed as f64
-        );
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        crate::domain::corpus::check("corpus/degrees.tsv", include_str!("corpus/degrees.tsv"), |input| {
+            normalize(input).map_or("none", |d| d.name).to_owned()
+        });
     }
 }

@@ -3,6 +3,8 @@
 //! fields), each with its table-driven unit tests beside it.
 
 pub mod candidate;
+#[cfg(test)]
+mod corpus;
 pub mod dates;
 pub mod degree;
 pub mod fields;
