@@ -226,6 +226,8 @@ async fn the_ingress_raises_its_open_file_limit_to_the_hard_limit_and_says_so() 
         .env("AMQP_URL", AMQP_URL)
         .env("DATABASE_URL", &db.url)
         .env("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}"))
+        // The test's schedule, so that the broker namespace's cleanup finds every delay queue.
+        .env("MOKA_INGEST_RETRY__SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
