@@ -61,7 +61,18 @@ const RESPONDING: u8 = 3;
 
 /// Serves `router` on `listener` until `shutdown`; then stops accepting, lets every connection
 /// finish the request it is in, and returns once all are closed.
-pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, router: Router, mut limits: Limits, shutdown: CancellationToken) {
+    // Past the open-file limit, accept() itself fails and nothing can be refused cleanly: keep the
+    // cap below it, leaving room for the broker connection, logs and the like.
+    let budget = open_file_budget();
+    if limits.max_connections > budget {
+        warn!(
+            max_connections = limits.max_connections,
+            open_file_budget = budget,
+            "ingress.max_connections is above what the open-file limit allows; using the lower figure"
+        );
+        limits.max_connections = budget;
+    }
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
     let open = metrics::gauge!("moka_ingress_connections_open");
@@ -112,6 +123,15 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
     }
     connections.close();
     connections.wait().await;
+}
+
+/// File descriptors this process may give to connections: the soft limit less a reserve.
+fn open_file_budget() -> usize {
+    const RESERVE: u64 = 64;
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) => soft.saturating_sub(RESERVE).max(1).try_into().unwrap_or(usize::MAX),
+        Err(_) => usize::MAX,
+    }
 }
 
 async fn serve_connection(stream: TcpStream, router: Router, limits: Limits, shutdown: CancellationToken) {

@@ -273,3 +273,51 @@ async fn all_exits_at_once_naming_the_role_and_address_when_a_port_is_taken() {
         assert!(stderr.contains("Address already in use"), "{role}: the OS error is shown: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn with_few_file_descriptors_idle_connections_are_refused_or_timed_out_and_requests_still_served() {
+    // Issue 9: with the limit at 128, 150 idle connections made signed requests and /healthz time
+    // out. The cap now stays below the limit, and connections that send nothing are closed.
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let port = free_port();
+    let script = format!("ulimit -n 128 && exec {BIN} ingress");
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .env("MOKA_INGEST_QUEUE_PREFIX", &broker.prefix)
+        .env("MOKA_INGEST_KEYS", format!("{ACCESS_KEY}:{SECRET}"))
+        .env("AMQP_URL", AMQP_URL)
+        .env("DATABASE_URL", &db.url)
+        .env("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MOKA_INGEST_INGRESS__HEADER_TIMEOUT_MS", "1000")
+        .env("MOKA_INGEST_RETRY__SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await);
+    let mut idle = Vec::new();
+    for _ in 0..150 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    // Within the header timeout (and some slack) the silent ones are gone and requests pass.
+    let url = format!("http://127.0.0.1:{port}/api/v2/moka_candidates");
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let answered = loop {
+        let body = crate::helpers::signed(PAYLOAD).form_body();
+        let sent =
+            client.post(&url).header("content-type", "application/x-www-form-urlencoded").body(body).send().await;
+        if let Ok(r) = sent {
+            break r.status().as_u16();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no answer within 10 s: {sent:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(answered, 200);
+    drop(idle);
+    sigterm_and_wait_child(&mut child).await;
+    let mut logs = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut logs).await.unwrap();
+    assert!(logs.contains("using the lower figure"), "the cap is lowered, and said so: {logs}");
+    assert!(!logs.contains("cannot accept a connection"), "accept never runs out of descriptors: {logs}");
+}
