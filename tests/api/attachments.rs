@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{
     self, attachments_dir,
-    files::{docx, FileServer, Tripwire, PDF, PNG},
+    files::{FileServer, Tripwire, DOCX, PDF, PNG},
+    poll::eventually,
     worker_settings, TestBroker, TestDb, TestWorker,
 };
 
@@ -92,7 +93,7 @@ async fn attachments_are_stored_by_content_with_hash_type_and_name_and_fetched_o
         row("offer.docx").3.as_deref(),
         Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document")
     );
-    assert_eq!(row("offer.docx").2.as_deref(), Some(sha(&docx()).as_str()));
+    assert_eq!(row("offer.docx").2.as_deref(), Some(sha(DOCX).as_str()));
     assert_eq!(row("photo.png").3.as_deref(), Some("image/png"));
     assert_eq!(row("photo.png").2.as_deref(), Some(sha(PNG).as_str()));
     assert_eq!(row("feedback.html").3.as_deref(), Some("text/html"));
@@ -232,11 +233,7 @@ async fn an_endless_body_is_cut_at_the_deadline_and_the_message_is_kept() {
             &payload("slow", &files.url("slow"), "", json!("")),
         )
         .await;
-    let deadline = Instant::now() + WAIT;
-    while files.slow_dropped_at().is_none() {
-        assert!(Instant::now() < deadline, "the slow download is abandoned");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "the slow download is abandoned", || async { files.slow_dropped_at().is_some() }).await;
     let took = files.slow_dropped_at().unwrap() - started;
     assert!(took < Duration::from_millis(2500), "cut at the 1 s deadline, took {took:?}");
     assert_eq!(db.count("SELECT 1 FROM candidates").await, 0, "not stored without its resume");

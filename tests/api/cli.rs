@@ -6,27 +6,12 @@ use std::{process::Stdio, time::Duration};
 use moka_ingest::config::DEV_SECRET;
 use tokio::{io::AsyncReadExt, process::Command};
 
-use crate::helpers::{TestBroker, TestDb, ACCESS_KEY, AMQP_URL, PAYLOAD, SECRET};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_moka-ingest");
-
-/// A free loopback port (bound, read, released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits until `url` answers 200.
-pub async fn wait_200(url: &str, within: Duration) -> bool {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if client.get(url).send().await.is_ok_and(|r| r.status() == 200) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
+use crate::helpers::{
+    process::{
+        free_port, service, service_command, service_with_logs, sigterm_and_wait, sigterm_and_wait_child, wait_200, BIN,
+    },
+    TestBroker, TestDb, ACCESS_KEY, AMQP_URL, PAYLOAD, SECRET,
+};
 
 #[tokio::test]
 async fn the_service_refuses_to_start_without_keys_or_with_a_short_secret() {
@@ -100,36 +85,6 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
     assert!(logs.contains("DEVELOPMENT secret"), "the development key is warned about: {logs}");
     assert!(logs.contains("\"request_id\":\"req-for-the-log-check\""), "structured logs carry the request id: {logs}");
     assert!(!logs.contains(SECRET), "secrets are never logged");
-}
-
-/// A `moka-ingest` process with the test's broker prefix, database and key.
-pub fn service(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> tokio::process::Child {
-    service_command(role, prefix, db, envs).stdout(Stdio::null()).spawn().unwrap()
-}
-
-/// As [`service`], its logs read by the caller (read them: a full pipe stalls the process).
-pub fn service_with_logs(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> tokio::process::Child {
-    service_command(role, prefix, db, envs).stdout(Stdio::piped()).spawn().unwrap()
-}
-
-fn service_command(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg(role)
-        .env("MOKA_INGEST_QUEUE_PREFIX", prefix)
-        .env("MOKA_INGEST_KEYS", format!("{ACCESS_KEY}:{SECRET}"))
-        .env("AMQP_URL", AMQP_URL)
-        .env("DATABASE_URL", &db.url)
-        .env("MOKA_INGEST_ATTACHMENTS_DIR", crate::helpers::attachments_dir(prefix))
-        .env("MOKA_INGEST_RETRY__SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
-        .kill_on_drop(true);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-async fn sigterm_and_wait(mut child: tokio::process::Child) {
-    sigterm_and_wait_child(&mut child).await;
 }
 
 async fn post_candidates(port: u16, n: usize, tag: &str) {
@@ -244,14 +199,6 @@ async fn the_ingress_raises_its_open_file_limit_to_the_hard_limit_and_says_so() 
     let mut logs = String::new();
     child.stdout.take().unwrap().read_to_string(&mut logs).await.unwrap();
     assert!(logs.contains("raised the open-file limit to its hard limit") && logs.contains("from=256"), "{logs}");
-}
-
-async fn sigterm_and_wait_child(child: &mut tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status =
-        tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap();
-    assert!(status.success(), "{status}");
 }
 
 #[tokio::test]

@@ -8,12 +8,13 @@ use moka_ingest::{broker::envelope::Meta, dlq};
 use serde_json::json;
 use tokio::process::Command;
 
-use crate::{
-    cli::{free_port, service, wait_200, BIN},
-    helpers::{
-        self, candidate_payload, files::FileServer, proxy::Proxy, worker_settings, TestBroker, TestDb, TestWorker,
-        AMQP_URL, TEST_RETRY_SCHEDULE,
-    },
+use crate::helpers::{
+    self, candidate_payload,
+    files::FileServer,
+    poll::eventually,
+    process::{free_port, service, wait_200, BIN},
+    proxy::Proxy,
+    worker_settings, TestBroker, TestDb, TestWorker, AMQP_URL, TEST_RETRY_SCHEDULE,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -92,11 +93,7 @@ async fn a_database_outage_is_retried_through_the_delay_queues_and_nothing_dies(
         publish(&broker, &format!("db-{i}"), &candidate_payload(&format!("db-{i}"), "x")).await;
     }
     // While the database is away the messages wait in the delay queues, not in the worker.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while broker.retry_depth().await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "messages move to the delay queues");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(WAIT, "messages move to the delay queues", || async { broker.retry_depth().await > 0 }).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(db.count("SELECT 1 FROM submissions").await, 5);
     proxy.restore();
@@ -293,11 +290,7 @@ async fn a_worker_killed_in_the_middle_of_a_message_leaves_it_to_be_stored_exact
         (service("worker", &broker.prefix, &db, &envs), port)
     };
     let (mut first, _) = spawn_worker();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while files.hits("slow2s") == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the first worker starts the download");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "the first worker starts the download", || async { files.hits("slow2s") > 0 }).await;
     first.start_kill().unwrap(); // SIGKILL
     first.wait().await.unwrap();
     assert_eq!(db.count("SELECT 1 FROM submissions").await, 0, "killed before its commit");

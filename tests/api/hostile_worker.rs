@@ -8,9 +8,14 @@ use rand::{distributions::Alphanumeric, Rng};
 use serde_json::json;
 
 use crate::{
-    cli::{free_port, service, wait_200},
     failures::{dead_messages, publish},
-    helpers::{candidate_payload, proxy::Proxy, worker_settings, TestBroker, TestDb, TestWorker},
+    helpers::{
+        candidate_payload,
+        poll::eventually,
+        process::{free_port, service, wait_200},
+        proxy::Proxy,
+        worker_settings, TestBroker, TestDb, TestWorker,
+    },
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -141,11 +146,8 @@ async fn with_the_database_away_past_the_schedule_a_message_is_dead_as_database_
     for i in 0..2 {
         publish(&broker, &format!("away-{i}"), &candidate_payload(&format!("away-{i}"), "x")).await;
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while broker.depth(&broker.topology.dead_queue).await < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "both dead after the schedule");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let dead_letters = || broker.depth(&broker.topology.dead_queue);
+    eventually(WAIT, "both dead after the schedule", || async { dead_letters().await >= 2 }).await;
     let dead = dead_messages(&broker).await;
     for d in &dead {
         assert_eq!(d.reason, "database", "{d:?}");

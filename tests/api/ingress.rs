@@ -11,7 +11,9 @@ use moka_ingest::{
     sign::SignedRequest,
 };
 
-use crate::helpers::{self, now, proxy::Proxy, signed, Answer, TestBroker, TestIngress, ACCESS_KEY, PAYLOAD, SECRET};
+use crate::helpers::{
+    self, now, poll::eventually, proxy::Proxy, signed, Answer, TestBroker, TestIngress, ACCESS_KEY, PAYLOAD, SECRET,
+};
 
 /// A payload with every character that encodings disagree on.
 const TRICKY: &str = r#"{"id":"tricky-1","name":"张 三 & 李=四","note":"a+b %20 ~x* 100% {\"q\":1}"}"#;
@@ -323,22 +325,19 @@ async fn broker_loss_answers_503_at_once_and_the_ingress_recovers_without_restar
     assert_eq!(ingress.client.get(&ready).send().await.unwrap().status(), 200);
 
     proxy.cut();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ingress.client.get(&ready).send().await.unwrap().status() == 200 {
-        assert!(Instant::now() < deadline, "readyz turns red after the broker is lost");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ready_status = || async { ingress.client.get(&ready).send().await.unwrap().status() };
+    eventually(Duration::from_secs(10), "readyz turns red after the broker is lost", || async {
+        ready_status().await != 200
+    })
+    .await;
     let started = Instant::now();
     let answer = ingress.post_form(signed(PAYLOAD).form_body()).await;
     assert_eq!((answer.status, answer.code), (503, 5001));
     assert!(started.elapsed() < Duration::from_secs(1), "no hanging: {:?}", started.elapsed());
 
     proxy.restore();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while ingress.client.get(&ready).send().await.unwrap().status() != 200 {
-        assert!(Instant::now() < deadline, "the ingress reconnects by itself");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(15), "the ingress reconnects by itself", || async { ready_status().await == 200 })
+        .await;
     let answer = ingress.post_form(signed(PAYLOAD).form_body()).await;
     assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
     assert_eq!(broker.envelopes(&broker.topology.queue).await.len(), 1);

@@ -30,77 +30,8 @@ pub const PNG: &[u8] = &[
     0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
-/// A minimal DOCX: a stored (uncompressed) zip with the parts Word needs.
-pub fn docx() -> Vec<u8> {
-    let parts: [(&str, &str); 4] = [
-        (
-            "[Content_Types].xml",
-            r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#,
-        ),
-        (
-            "_rels/.rels",
-            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>"#,
-        ),
-        (
-            "word/_rels/document.xml.rels",
-            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"></Relationships>"#,
-        ),
-        (
-            "word/document.xml",
-            r#"<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>Offer</w:t></w:r></w:p></w:body></w:document>"#,
-        ),
-    ];
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for (name, data) in parts {
-        let (name, data) = (name.as_bytes(), data.as_bytes());
-        let offset = out.len() as u32;
-        let crc = crc32(data);
-        let common = |v: &mut Vec<u8>| {
-            v.extend_from_slice(&20u16.to_le_bytes()); // version needed
-            v.extend_from_slice(&0u16.to_le_bytes()); // flags
-            v.extend_from_slice(&0u16.to_le_bytes()); // stored
-            v.extend_from_slice(&0u32.to_le_bytes()); // time, date
-            v.extend_from_slice(&crc.to_le_bytes());
-            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            v.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            v.extend_from_slice(&0u16.to_le_bytes()); // extra
-        };
-        out.extend_from_slice(b"PK\x03\x04");
-        common(&mut out);
-        out.extend_from_slice(name);
-        out.extend_from_slice(data);
-        central.extend_from_slice(b"PK\x01\x02");
-        central.extend_from_slice(&20u16.to_le_bytes()); // version made by
-        common(&mut central);
-        central.extend_from_slice(&[0; 8]); // comment len, disk, internal attrs
-        central.extend_from_slice(&0u32.to_le_bytes()); // external attrs
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(name);
-    }
-    let (cd_offset, cd_len) = (out.len() as u32, central.len() as u32);
-    out.extend_from_slice(&central);
-    out.extend_from_slice(b"PK\x05\x06");
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(parts.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(parts.len() as u16).to_le_bytes());
-    out.extend_from_slice(&cd_len.to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
+/// A minimal DOCX (the parts Word needs, zipped; made with Python's `zipfile`, checked in).
+pub const DOCX: &[u8] = include_bytes!("../fixtures/offer.docx");
 
 #[derive(Default)]
 struct Shared {
@@ -173,7 +104,7 @@ async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<String>) -> R
             );
             (h, PDF).into_response()
         }
-        "offer.docx" => docx().into_response(),
+        "offer.docx" => DOCX.into_response(),
         "photo.png" => ([(header::CONTENT_TYPE, "image/png")], PNG).into_response(),
         "feedback.html" => ([(header::CONTENT_TYPE, "text/html")], "<!DOCTYPE html><p>good</p>").into_response(),
         // Over any small cap, streamed in chunks with no Content-Length.

@@ -2,7 +2,10 @@
 //! and a TCP proxy that can cut the broker off.
 
 pub mod files;
+pub mod poll;
+pub mod process;
 pub mod proxy;
+pub mod sweep;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -23,10 +26,7 @@ pub const ACCESS_KEY: &str = "test-key";
 pub const SECRET: &str = "test-secret-0123456789";
 pub const PAYLOAD: &str = r#"{"id":"cand-1","name":"张 三","phone":"132 0303 0303","email":"a@b.com","jobTitle":"前端工程师","operator":{"name":"李四"}}"#;
 
-/// A queue prefix no other test uses.
-pub fn unique_prefix() -> String {
-    format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
-}
+pub use sweep::unique_prefix;
 
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -48,6 +48,7 @@ impl TestBroker {
 
     /// A namespace whose retry queues follow `schedule` (pass the same as `retry.schedule`).
     pub async fn with_schedule(schedule: &str) -> TestBroker {
+        sweep::once().await;
         let prefix = unique_prefix();
         let conn = broker::connect(AMQP_URL, "moka-ingest tests").await.expect("RabbitMQ on 127.0.0.1:5672");
         let ch = conn.create_channel().await.unwrap();
@@ -71,14 +72,7 @@ impl TestBroker {
 
     /// Waits until `queue` holds `n` messages (quorum queue counts lag a little behind confirms).
     pub async fn wait_depth(&self, queue: &str, n: u32) -> u32 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let d = self.depth(queue).await;
-            if d == n || tokio::time::Instant::now() > deadline {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll::poll(Duration::from_secs(10), || self.depth(queue), |d| *d == n).await
     }
 
     /// Takes every message from `queue` (acknowledged), in order.
@@ -223,7 +217,8 @@ pub const PG_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/test";
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let schema = format!("t_{}", &uuid::Uuid::now_v7().simple().to_string()[16..]);
+        sweep::once().await;
+        let schema = format!("t_{}", &unique_prefix()[1..]);
         let admin = pg_connect(PG_ADMIN_URL).await;
         admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
         let url = Self::url_via(&schema, "127.0.0.1:5432");
@@ -242,14 +237,7 @@ impl TestDb {
 
     /// Polls until `sql` counts `n` rows, for up to `within`; returns the last count.
     pub async fn wait_count(&self, sql: &str, n: i64, within: Duration) -> i64 {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let got = self.count(sql).await;
-            if got == n || tokio::time::Instant::now() > deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll::poll(within, || self.count(sql), |got| *got == n).await
     }
 }
 
@@ -406,15 +394,11 @@ impl TestBroker {
         assert_eq!(self.wait_depth(&self.topology.queue, 0).await, 0, "submission queue drained");
         assert_eq!(self.retry_depth().await, 0, "nothing waiting to be retried");
         // Queue counts trail the broker's confirms a little: poll until they settle.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        let counts = || async {
             let stored = db.count("SELECT 1 FROM submissions WHERE outcome IN ('applied', 'stale')").await as u32;
-            let dead = self.depth(&self.topology.dead_queue).await;
-            if stored + dead == sent || tokio::time::Instant::now() > deadline {
-                assert_eq!(stored + dead, sent, "sent = stored ({stored}) + dead letters ({dead})");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (stored, self.depth(&self.topology.dead_queue).await)
+        };
+        let (stored, dead) = poll::poll(Duration::from_secs(10), counts, |(s, d)| s + d == sent).await;
+        assert_eq!(stored + dead, sent, "sent = stored ({stored}) + dead letters ({dead})");
     }
 }
