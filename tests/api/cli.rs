@@ -8,7 +8,8 @@ use tokio::{io::AsyncReadExt, process::Command};
 
 use crate::helpers::{
     process::{
-        free_port, service, service_command, service_with_logs, sigterm_and_wait, sigterm_and_wait_child, wait_200, BIN,
+        free_port, service, service_command, service_command_under_ulimit, service_with_logs, sigterm_and_wait,
+        sigterm_and_wait_child, wait_200, BIN,
     },
     TestBroker, TestDb, ACCESS_KEY, AMQP_URL, PAYLOAD, SECRET,
 };
@@ -173,18 +174,9 @@ async fn the_ingress_raises_its_open_file_limit_to_the_hard_limit_and_says_so() 
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
     let port = free_port();
     // Started from a shell whose soft limit is low, as on many systems (1024, or less).
-    let script = format!("ulimit -Sn 256 && exec {BIN} ingress");
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .env("MOKA_INGEST_QUEUE_PREFIX", &broker.prefix)
-        .env("MOKA_INGEST_KEYS", format!("{ACCESS_KEY}:{SECRET}"))
-        .env("AMQP_URL", AMQP_URL)
-        .env("DATABASE_URL", &db.url)
-        .env("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}"))
-        // The test's schedule, so that the broker namespace's cleanup finds every delay queue.
-        .env("MOKA_INGEST_RETRY__SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
+    let listen = [("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}"))];
+    let mut child = service_command_under_ulimit("-Sn 256", "ingress", &broker.prefix, &db, &listen)
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await);
@@ -227,18 +219,12 @@ async fn with_few_file_descriptors_idle_connections_are_refused_or_timed_out_and
     // out. The cap now stays below the limit, and connections that send nothing are closed.
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
     let port = free_port();
-    let script = format!("ulimit -n 128 && exec {BIN} ingress");
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .env("MOKA_INGEST_QUEUE_PREFIX", &broker.prefix)
-        .env("MOKA_INGEST_KEYS", format!("{ACCESS_KEY}:{SECRET}"))
-        .env("AMQP_URL", AMQP_URL)
-        .env("DATABASE_URL", &db.url)
-        .env("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}"))
-        .env("MOKA_INGEST_INGRESS__HEADER_TIMEOUT_MS", "1000")
-        .env("MOKA_INGEST_RETRY__SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
+    let envs = [
+        ("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}")),
+        ("MOKA_INGEST_INGRESS__HEADER_TIMEOUT_MS", "1000".into()),
+    ];
+    let mut child = service_command_under_ulimit("-n 128", "ingress", &broker.prefix, &db, &envs)
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await);

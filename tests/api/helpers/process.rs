@@ -31,10 +31,28 @@ pub fn service_with_logs(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, S
     service_command(role, prefix, db, envs).stdout(Stdio::piped()).spawn().unwrap()
 }
 
+/// The command of [`service`], not started.
 pub fn service_command(role: &str, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.arg(role)
-        .env("MOKA_INGEST_QUEUE_PREFIX", prefix)
+    cmd.arg(role);
+    with_test_env(cmd, prefix, db, envs)
+}
+
+/// As [`service_command`], started from a shell after `ulimit {limits}` (e.g. `-Sn 256`).
+pub fn service_command_under_ulimit(
+    limits: &str,
+    role: &str,
+    prefix: &str,
+    db: &TestDb,
+    envs: &[(&str, String)],
+) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &format!("ulimit {limits} && exec {BIN} {role}")]);
+    with_test_env(cmd, prefix, db, envs)
+}
+
+fn with_test_env(mut cmd: Command, prefix: &str, db: &TestDb, envs: &[(&str, String)]) -> Command {
+    cmd.env("MOKA_INGEST_QUEUE_PREFIX", prefix)
         .env("MOKA_INGEST_KEYS", format!("{ACCESS_KEY}:{SECRET}"))
         .env("AMQP_URL", AMQP_URL)
         .env("DATABASE_URL", &db.url)
