@@ -10,7 +10,7 @@ use crate::{config::Settings, ingress, store, worker};
 
 /// Logs a warning for every access key that still uses the development secret.
 pub fn warn_about_dev_keys(settings: &Settings) {
-    for key in settings.key_ring().dev_keys() {
+    for key in settings.keys.dev_keys() {
         warn!(access_key = %key, "access key uses the DEVELOPMENT secret from config/default.toml; set MOKA_INGEST_KEYS in production");
     }
 }
@@ -84,7 +84,7 @@ fn joined(role: &'static str, r: Result<Result<(), RoleError>, tokio::task::Join
 
 /// Applies pending migrations (the `migrate` subcommand).
 pub async fn migrate(settings: &Settings) -> Result<Vec<String>, store::DbError> {
-    store::migrate::run(settings).await
+    store::migrate::run(&settings.database_url).await
 }
 
 /// Why a role stopped with an error; the source chain says the rest.

@@ -5,8 +5,6 @@ use std::time::Duration;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::BrokerSettings;
-
 /// Delays that double from `min` to `max`; each wait is jittered down to half, so that many
 /// workers that lost the same server do not come back in step.
 #[derive(Debug, Clone)]
@@ -19,11 +17,6 @@ pub struct Backoff {
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
         Backoff { min, max, next: min }
-    }
-
-    /// The reconnect backoff of the configuration (`broker.reconnect_min_ms` / `_max_ms`).
-    pub fn from_settings(broker: &BrokerSettings) -> Backoff {
-        Backoff::new(Duration::from_millis(broker.reconnect_min_ms), Duration::from_millis(broker.reconnect_max_ms))
     }
 
     /// After a success: the next failure waits the minimum again.

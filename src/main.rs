@@ -6,7 +6,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use moka_ingest::{
-    admin, app, config::Settings, dlq::Selection, shutdown, sign::SignedRequest, signing::Encoding, telemetry,
+    admin, app,
+    config::{LogFormat, Settings},
+    dlq::Selection,
+    shutdown,
+    sign::SignedRequest,
+    signing::Encoding,
+    telemetry,
 };
 
 #[derive(Parser)]
@@ -142,7 +148,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ingress | Command::Worker | Command::All => telemetry::LogTarget::Service,
         _ => telemetry::LogTarget::Command,
     };
-    telemetry::init_logging(&settings.log_format, target);
+    telemetry::init_logging(settings.log_format == LogFormat::Json, target);
+    for deprecation in &settings.deprecations {
+        tracing::warn!("{deprecation}");
+    }
     telemetry::metrics();
     let shutdown = shutdown::on_signal();
     match cli.command {

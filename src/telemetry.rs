@@ -16,7 +16,7 @@ pub enum LogTarget {
 }
 
 /// Installs the global log subscriber. `RUST_LOG` filters.
-pub fn init_logging(format: &str, target: LogTarget) {
+pub fn init_logging(json: bool, target: LogTarget) {
     let default = if target == LogTarget::Service { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Colours only for a person at a terminal, not in files and log collectors.
@@ -25,7 +25,7 @@ pub fn init_logging(format: &str, target: LogTarget) {
         LogTarget::Command => std::io::stderr().is_terminal(),
     };
     let builder = fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
-    let _ = match (format == "json", target) {
+    let _ = match (json, target) {
         (true, LogTarget::Service) => builder.json().try_init(),
         (true, LogTarget::Command) => builder.json().with_writer(std::io::stderr).try_init(),
         (false, LogTarget::Service) => builder.try_init(),

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::topology::Topology;
-use crate::{backoff::Backoff, config::Settings};
+use crate::backoff::Backoff;
 
 /// Why a publish was not confirmed. Every variant means "not in the queue": the caller must not
 /// report success.
@@ -58,6 +58,17 @@ impl Live {
     }
 }
 
+/// How a publisher publishes and reconnects.
+#[derive(Debug, Clone)]
+pub struct PublisherOptions {
+    /// Confirm-mode channels, used in turn.
+    pub channels: usize,
+    /// Longest wait for a publisher confirm.
+    pub confirm_timeout: Duration,
+    /// Waits between reconnects.
+    pub reconnect: Backoff,
+}
+
 /// Shared by every request handler; cheap to call from many tasks.
 pub struct Publisher {
     name: String,
@@ -70,15 +81,16 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// `name` shows in the broker's connection list (e.g. `moka-ingest ingress`).
-    pub fn new(settings: &Settings, topology: Topology, name: &str) -> Arc<Publisher> {
+    /// `name` shows in the broker's connection list (e.g. `moka-ingest ingress`); `options` come
+    /// from the section of the role that publishes (`ingress.*` or `worker.*`).
+    pub fn new(url: &SecretString, topology: Topology, name: &str, options: PublisherOptions) -> Arc<Publisher> {
         Arc::new(Publisher {
             name: name.to_owned(),
-            url: settings.amqp_url.clone(),
+            url: url.clone(),
             topology,
-            channels: settings.ingress.publish_channels,
-            confirm_timeout: Duration::from_millis(settings.ingress.confirm_timeout_ms),
-            backoff: Backoff::from_settings(&settings.broker),
+            channels: options.channels,
+            confirm_timeout: options.confirm_timeout,
+            backoff: options.reconnect,
             live: RwLock::new(None),
         })
     }

@@ -51,7 +51,7 @@ impl Topology {
     }
 
     pub fn from_settings(settings: &crate::config::Settings) -> Topology {
-        Topology::new(&settings.queue_prefix, settings.broker.delivery_limit, settings.retry.delays())
+        Topology::new(&settings.queue_prefix, settings.broker.delivery_limit, settings.retry.schedule.clone())
     }
 
     /// The delay queue of retry number `n` (0-based), or `None` when the schedule is used up.

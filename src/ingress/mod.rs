@@ -34,9 +34,10 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
+    backoff::Backoff,
     broker::{
         envelope::Meta,
-        publisher::Publisher,
+        publisher::{Publisher, PublisherOptions},
         topology::{Topology, SUBMISSION_KEY},
     },
     config::{KeyRing, Settings},
@@ -82,7 +83,7 @@ enum Accepted {
 impl Ingress {
     pub fn new(settings: &Settings, publisher: Arc<Publisher>) -> Arc<Ingress> {
         Arc::new(Ingress {
-            keys: settings.key_ring(),
+            keys: settings.keys.clone(),
             replay: ReplayCache::default(),
             publisher,
             window_secs: settings.ingress.tonce_window_secs as i64,
@@ -312,7 +313,13 @@ pub fn prepare(
 ) -> std::io::Result<Prepared<impl std::future::Future<Output = std::io::Result<()>> + Send + 'static>> {
     let addr = listener.local_addr()?;
     let topology = Topology::from_settings(settings);
-    let publisher = Publisher::new(settings, topology, "moka-ingest ingress");
+    let (min, max) = settings.broker.reconnect_backoff();
+    let options = PublisherOptions {
+        channels: settings.ingress.publish_channels,
+        confirm_timeout: Duration::from_millis(settings.ingress.confirm_timeout_ms),
+        reconnect: Backoff::new(min, max),
+    };
+    let publisher = Publisher::new(&settings.amqp_url, topology, "moka-ingest ingress", options);
     let broker_stop = CancellationToken::new();
     let supervisor = tokio::spawn(publisher.clone().run(broker_stop.clone()));
     let router = Ingress::new(settings, publisher.clone()).router();

@@ -24,28 +24,20 @@ pub struct Blobs {
 }
 
 impl Blobs {
-    pub fn new(settings: &crate::config::AttachmentSettings) -> Result<Blobs, BlobError> {
-        let err = |e: &dyn std::fmt::Display| BlobError(e.to_string());
-        match settings.backend.as_str() {
-            "local" => {
-                std::fs::create_dir_all(&settings.dir)
-                    .map_err(|e| BlobError(format!("{}: {e}", settings.dir.display())))?;
-                let store = LocalFileSystem::new_with_prefix(&settings.dir).map_err(|e| err(&e))?;
-                Ok(Blobs { store: Arc::new(store), tmp_dir: settings.dir.join(".tmp"), part_size: 256 << 10 })
-            }
-            "s3" => {
-                let store = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(&settings.s3_bucket)
-                    .build()
-                    .map_err(|e| err(&e))?;
-                Ok(Blobs {
-                    store: Arc::new(store),
-                    tmp_dir: std::env::temp_dir().join("moka-ingest"),
-                    part_size: 5 << 20,
-                })
-            }
-            other => Err(BlobError(format!("attachments.backend {other:?} is not `local` or `s3`"))),
-        }
+    /// Files under the directory `dir` (created if missing).
+    pub fn local(dir: &std::path::Path) -> Result<Blobs, BlobError> {
+        std::fs::create_dir_all(dir).map_err(|e| BlobError(format!("{}: {e}", dir.display())))?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| BlobError(e.to_string()))?;
+        Ok(Blobs { store: Arc::new(store), tmp_dir: dir.join(".tmp"), part_size: 256 << 10 })
+    }
+
+    /// Objects in an S3-compatible `bucket`; credentials, region and endpoint from `AWS_*`.
+    pub fn s3(bucket: &str) -> Result<Blobs, BlobError> {
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| BlobError(e.to_string()))?;
+        Ok(Blobs { store: Arc::new(store), tmp_dir: std::env::temp_dir().join("moka-ingest"), part_size: 5 << 20 })
     }
 
     /// The key of a file with this SHA-256.

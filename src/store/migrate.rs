@@ -1,12 +1,11 @@
 //! Applies `migrations/` (embedded in the binary) with refinery, which records them in
 //! `refinery_schema_history`. An advisory lock makes it safe for many workers to start at once.
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
 use tracing::info;
 
 use super::DbError;
-use crate::config::Settings;
 
 refinery::embed_migrations!("migrations");
 
@@ -15,8 +14,9 @@ refinery::embed_migrations!("migrations");
 const LOCK_CLASS: i32 = 0x6d6f6b61; // "moka"
 
 /// Runs pending migrations; returns the names of those applied now.
-pub async fn run(settings: &Settings) -> Result<Vec<String>, DbError> {
-    let (mut client, connection) = tokio_postgres::connect(settings.database_url.expose_secret(), NoTls).await?;
+/// `database_url` may hold a password: it is never logged.
+pub async fn run(database_url: &SecretString) -> Result<Vec<String>, DbError> {
+    let (mut client, connection) = tokio_postgres::connect(database_url.expose_secret(), NoTls).await?;
     let connection = tokio::spawn(connection);
     client.execute("SELECT pg_advisory_lock($1, hashtext(current_schema()))", &[&LOCK_CLASS]).await?;
     let report = migrations::runner().run_async(&mut client).await;

@@ -9,10 +9,8 @@ pub mod storable;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
-
-use crate::config::Settings;
 
 /// A database failure, classified for the retry decision.
 #[derive(Debug, thiserror::Error)]
@@ -83,11 +81,10 @@ impl From<deadpool_postgres::PoolError> for DbError {
     }
 }
 
-/// The worker's connection pool. Connections are made lazily, so a database that is down at
-/// start only delays the first batch.
-pub fn pool(settings: &Settings) -> Result<Pool, DbError> {
-    let mut config: tokio_postgres::Config = settings
-        .database_url
+/// The worker's connection pool of `size` connections. Connections are made lazily, so a
+/// database that is down at start only delays the first batch.
+pub fn pool(database_url: &SecretString, size: usize) -> Result<Pool, DbError> {
+    let mut config: tokio_postgres::Config = database_url
         .expose_secret()
         .parse()
         .map_err(|e| DbError::Permanent(format!("DATABASE_URL is invalid: {e}")))?;
@@ -96,7 +93,7 @@ pub fn pool(settings: &Settings) -> Result<Pool, DbError> {
     // Fast recycling: a broken connection shows itself on use, and the batch is retried then.
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
-        .max_size(settings.worker.pool_size)
+        .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))

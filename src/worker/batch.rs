@@ -24,9 +24,22 @@ use super::{
 };
 use crate::{
     broker::envelope::{header_str, Envelope},
-    domain::candidate,
+    config::LimitSettings,
+    domain::{candidate, limits::Limits},
     store::{candidates::Outcome, DbError},
 };
+
+/// The payload caps of `limits.*`, for the domain's parser.
+fn payload_limits(l: &LimitSettings) -> Limits {
+    Limits {
+        id_max_bytes: l.id_max_bytes,
+        max_entries: l.max_entries,
+        max_links: l.max_links,
+        url_max_bytes: l.url_max_bytes,
+        text_max_chars: l.text_max_chars,
+        max_warnings: l.max_warnings,
+    }
+}
 
 impl Worker {
     /// Processes what one lane collected: fresh messages together, redelivered ones one by one,
@@ -95,7 +108,7 @@ impl Worker {
     async fn process_batch(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Result<(), BatchError> {
         let started = std::time::Instant::now();
         let year = chrono::Utc::now().year();
-        let limits = self.settings.limits.payload();
+        let limits = payload_limits(&self.settings.limits);
         let mut ready = Vec::with_capacity(deliveries.len());
         let mut dead = Vec::new();
         for (index, d) in deliveries.iter().enumerate() {

@@ -20,7 +20,8 @@ use crate::{backoff::Backoff, broker};
 
 /// Runs lane `id` until `shutdown`.
 pub async fn run(worker: Arc<Worker>, id: usize, shutdown: CancellationToken) {
-    let mut backoff = Backoff::from_settings(&worker.settings.broker);
+    let (min, max) = worker.settings.broker.reconnect_backoff();
+    let mut backoff = Backoff::new(min, max);
     while !shutdown.is_cancelled() {
         match consume(&worker, id, &shutdown, &mut backoff).await {
             Ok(()) => break,

@@ -34,9 +34,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
+    backoff::Backoff,
     broker::{
         envelope::{header_int, Meta},
-        publisher::Publisher,
+        publisher::{Publisher, PublisherOptions},
         topology::Topology,
     },
     config::Settings,
@@ -139,11 +140,18 @@ pub async fn spawn_with_lookup(
         migrate_when_reachable(settings, &shutdown).await?;
     }
     let topology = Topology::from_settings(settings);
-    let publisher = Publisher::new(settings, topology.clone(), "moka-ingest worker");
+    // The worker's own publisher settings (worker.*), not the ingress's.
+    let (min, max) = settings.broker.reconnect_backoff();
+    let options = PublisherOptions {
+        channels: settings.worker.publish_channels,
+        confirm_timeout: Duration::from_millis(settings.worker.confirm_timeout_ms),
+        reconnect: Backoff::new(min, max),
+    };
+    let publisher = Publisher::new(&settings.amqp_url, topology.clone(), "moka-ingest worker", options);
     let worker = Arc::new(Worker {
         settings: settings.clone(),
         topology,
-        pool: store::pool(settings)?,
+        pool: store::pool(&settings.database_url, settings.worker.pool_size)?,
         publisher: publisher.clone(),
         attachments: attachments::Attachments::with_lookup(&settings.attachments, lookup)
             .map_err(StartError::Attachments)?,
@@ -207,9 +215,10 @@ async fn watch_dead_letter_depth(worker: Arc<Worker>, stop: CancellationToken) {
 /// Migrates, waiting for the database if it is not up yet (a worker started before its
 /// database should wait, not crash-loop).
 async fn migrate_when_reachable(settings: &Settings, shutdown: &CancellationToken) -> Result<(), DbError> {
-    let mut backoff = crate::backoff::Backoff::from_settings(&settings.broker);
+    let (min, max) = settings.retry.db_backoff();
+    let mut backoff = Backoff::new(min, max);
     loop {
-        match store::migrate::run(settings).await {
+        match store::migrate::run(&settings.database_url).await {
             Err(e) if e.is_transient() => {
                 warn!(error = %e, "cannot migrate yet; retrying");
                 if !backoff.wait(shutdown).await {

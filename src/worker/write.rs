@@ -42,7 +42,8 @@ impl Worker {
         dead: &mut Vec<Dead>,
         shutdown: &CancellationToken,
     ) -> Result<Stored, BatchError> {
-        let mut backoff = Backoff::from_settings(&self.settings.broker);
+        let (min, max) = self.settings.retry.db_backoff();
+        let mut backoff = Backoff::new(min, max);
         let mut failures = 0;
         loop {
             let e = match self.write(ready, records, dead).await {

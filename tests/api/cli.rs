@@ -26,6 +26,33 @@ async fn the_service_refuses_to_start_without_keys_or_with_a_short_secret() {
 }
 
 #[tokio::test]
+async fn the_service_refuses_a_bad_value_naming_the_setting_the_value_and_what_is_allowed() {
+    let cases = [
+        ("MOKA_INGEST_RETRY__SCHEDULE", "10s,later", ["retry.schedule", "\"later\"", "10s,1m,2h"]),
+        ("MOKA_INGEST_LOG_FORMAT", "xml", ["log_format", "\"xml\"", "`text` or `json`"]),
+        ("MOKA_INGEST_ATTACHMENTS__BACKEND", "ftp", ["attachments.backend", "\"ftp\"", "`local` or `s3`"]),
+        ("MOKA_INGEST_ATTACHMENTS_ALLOW", "10.0.0.0/8,not a host", ["attachments.allow", "\"not a host\"", "CIDR"]),
+    ];
+    for (var, value, wants) in cases {
+        let out = Command::new(BIN).arg("worker").env(var, value).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        for want in wants {
+            assert!(stderr.contains(want), "{var}={value}: {want:?} missing in {stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_misspelled_environment_variable_refuses_the_start_and_names_the_closest_setting() {
+    let out = Command::new(BIN).arg("worker").env("MOKA_INGEST_WORKER_CONCURRENCY", "4").output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("MOKA_INGEST_WORKER_CONCURRENCY matches no setting"), "{stderr}");
+    assert!(stderr.contains("did you mean MOKA_INGEST_WORKER__CONCURRENCY?"), "{stderr}");
+}
+
+#[tokio::test]
 async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_sigterm() {
     let broker = TestBroker::new().await;
     let port = free_port();

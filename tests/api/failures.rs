@@ -68,7 +68,7 @@ pub(crate) async fn dead_messages(broker: &TestBroker) -> Vec<dlq::DeadMessage> 
 async fn a_database_outage_is_retried_through_the_delay_queues_and_nothing_dies() {
     let schedule = "300ms,600ms,1200ms,2400ms,4800ms";
     let (broker, db) = (TestBroker::with_schedule(schedule).await, TestDb::new().await);
-    moka_ingest::store::migrate::run(&worker_settings(&broker.prefix, &db, &[])).await.unwrap();
+    moka_ingest::store::migrate::run(&worker_settings(&broker.prefix, &db, &[]).database_url).await.unwrap();
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let url = TestDb::url_via(&db.schema, &proxy.addr.to_string());
     let settings = worker_settings(

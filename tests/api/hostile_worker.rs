@@ -125,7 +125,7 @@ fn counter(metrics: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn with_the_database_away_past_the_schedule_a_message_is_dead_as_database_and_not_as_poison() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
-    moka_ingest::store::migrate::run(&worker_settings(&broker.prefix, &db, &[])).await.unwrap();
+    moka_ingest::store::migrate::run(&worker_settings(&broker.prefix, &db, &[]).database_url).await.unwrap();
     broker.declare().await;
     let proxy = Proxy::start("127.0.0.1:5432").await;
     proxy.cut();

@@ -230,7 +230,7 @@ async fn permanent_failures_go_to_the_dead_letter_queue_with_their_reason() {
 async fn migrations_are_safe_when_several_workers_start_at_once() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
     let settings = worker_settings(&broker.prefix, &db, &[]);
-    let runs = futures_util::future::join_all((0..4).map(|_| store::migrate::run(&settings))).await;
+    let runs = futures_util::future::join_all((0..4).map(|_| store::migrate::run(&settings.database_url))).await;
     let mut applied: Vec<String> = runs.into_iter().flat_map(|r| r.expect("every migrate succeeds")).collect();
     applied.sort();
     assert_eq!(applied, ["V1__candidates", "V2__attachments"], "each migration applied exactly once");
@@ -277,7 +277,7 @@ async fn a_worker_that_loses_the_broker_reconnects_and_loses_nothing() {
 async fn a_migration_history_that_disagrees_with_the_binary_stops_the_worker_with_a_clear_error() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
     let settings = worker_settings(&broker.prefix, &db, &[]);
-    store::migrate::run(&settings).await.unwrap();
+    store::migrate::run(&settings.database_url).await.unwrap();
     db.client.execute("UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1", &[]).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let started = tokio::time::timeout(

@@ -160,8 +160,12 @@ pub fn check_url(url: &Url, allow: &AllowList) -> Result<(), String> {
     }
     match url.host() {
         None => Err("URL has no host".into()),
-        Some(url::Host::Ipv4(ip)) => allow.check(None, ip.into()).map_err(|why| format!("blocked: {why}")),
-        Some(url::Host::Ipv6(ip)) => allow.check(None, ip.into()).map_err(|why| format!("blocked: {why}")),
+        Some(url::Host::Ipv4(ip)) => {
+            super::guard::check(allow, None, ip.into()).map_err(|why| format!("blocked: {why}"))
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            super::guard::check(allow, None, ip.into()).map_err(|why| format!("blocked: {why}"))
+        }
         // Names are checked when resolved, on every connection.
         Some(url::Host::Domain(_)) => Ok(()),
     }

@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use ipnet::IpNet;
+pub use crate::config::AllowList;
 
 /// Why an address is refused, or `None` if it is a public unicast address.
 pub fn blocked(ip: IpAddr) -> Option<&'static str> {
@@ -84,59 +84,15 @@ fn blocked_v6(ip: Ipv6Addr) -> Option<&'static str> {
     }
 }
 
-/// Hosts and networks that may be fetched even though [`blocked`] refuses them
-/// (`MOKA_INGEST_ATTACHMENTS_ALLOW`: comma-separated host names, addresses or CIDR networks).
-#[derive(Debug, Clone, Default)]
-pub struct AllowList {
-    hosts: Vec<String>,
-    nets: Vec<IpNet>,
-}
-
-impl AllowList {
-    pub fn parse(spec: &str) -> Result<AllowList, String> {
-        let mut list = AllowList::default();
-        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let bare = entry.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(net) = bare.parse::<IpNet>() {
-                list.nets.push(net);
-            } else if let Ok(ip) = bare.parse::<IpAddr>() {
-                list.nets.push(IpNet::from(ip));
-            } else if entry.chars().all(|c| c.is_ascii_alphanumeric() || "-.".contains(c)) {
-                list.hosts.push(entry.to_ascii_lowercase());
-            } else {
-                return Err(format!("attachments.allow entry {entry:?} is not a host name, address or network"));
-            }
-        }
-        Ok(list)
+/// `Err(reason)` if `ip` may not be fetched (for host `host`, if it was reached by name): it is
+/// [`blocked`] and `allow` lists neither the host nor the address.
+pub fn check(allow: &AllowList, host: Option<&str>, ip: IpAddr) -> Result<(), String> {
+    if host.is_some_and(|h| allow.allows_host(h)) || allow.allows_ip(ip) {
+        return Ok(());
     }
-
-    pub fn allows_host(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.contains(&host)
-    }
-
-    pub fn allows_ip(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.nets.iter().any(|n| n.contains(&ip))
-    }
-
-    /// `Err(reason)` if `ip` may not be fetched (for host `host`, if it was reached by name).
-    pub fn check(&self, host: Option<&str>, ip: IpAddr) -> Result<(), String> {
-        if host.is_some_and(|h| self.allows_host(h)) || self.allows_ip(ip) {
-            return Ok(());
-        }
-        match blocked(ip) {
-            Some(why) => Err(format!("address {ip} is {why} and not in attachments.allow")),
-            None => Ok(()),
-        }
-    }
-}
-
-/// An IPv4-mapped IPv6 address is compared as its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
+    match blocked(ip) {
+        Some(why) => Err(format!("address {ip} is {why} and not in attachments.allow")),
+        None => Ok(()),
     }
 }
 
@@ -176,7 +132,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 return Err(format!("{host} has no address").into());
             }
             for ip in &ips {
-                allow.check(Some(&host), *ip).map_err(|why| Blocked(format!("{host}: {why}")))?;
+                check(&allow, Some(&host), *ip).map_err(|why| Blocked(format!("{host}: {why}")))?;
             }
             let addrs: reqwest::dns::Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
@@ -258,15 +214,15 @@ mod tests {
     #[test]
     fn the_allow_list_takes_hosts_addresses_and_networks() {
         let allow = AllowList::parse("127.0.0.1, files.internal, 10.1.0.0/16, [::1]").unwrap();
-        assert!(allow.check(None, "127.0.0.1".parse().unwrap()).is_ok());
-        assert!(allow.check(None, "::ffff:127.0.0.1".parse().unwrap()).is_ok(), "mapped form of an allowed address");
-        assert!(allow.check(None, "127.0.0.2".parse().unwrap()).is_err(), "only what is listed");
-        assert!(allow.check(None, "10.1.2.3".parse().unwrap()).is_ok());
-        assert!(allow.check(None, "10.2.0.1".parse().unwrap()).is_err());
-        assert!(allow.check(None, "::1".parse().unwrap()).is_ok());
-        assert!(allow.check(Some("FILES.internal"), "192.168.0.1".parse().unwrap()).is_ok());
-        assert!(allow.check(Some("other.internal"), "192.168.0.1".parse().unwrap()).is_err());
-        assert!(allow.check(Some("example.com"), "93.184.216.34".parse().unwrap()).is_ok(), "public needs no entry");
+        assert!(check(&allow, None, "127.0.0.1".parse().unwrap()).is_ok());
+        assert!(check(&allow, None, "::ffff:127.0.0.1".parse().unwrap()).is_ok(), "mapped form of an allowed address");
+        assert!(check(&allow, None, "127.0.0.2".parse().unwrap()).is_err(), "only what is listed");
+        assert!(check(&allow, None, "10.1.2.3".parse().unwrap()).is_ok());
+        assert!(check(&allow, None, "10.2.0.1".parse().unwrap()).is_err());
+        assert!(check(&allow, None, "::1".parse().unwrap()).is_ok());
+        assert!(check(&allow, Some("FILES.internal"), "192.168.0.1".parse().unwrap()).is_ok());
+        assert!(check(&allow, Some("other.internal"), "192.168.0.1".parse().unwrap()).is_err());
+        assert!(check(&allow, Some("example.com"), "93.184.216.34".parse().unwrap()).is_ok(), "public needs no entry");
         assert!(AllowList::parse("bad entry!").is_err());
     }
 }

@@ -15,9 +15,13 @@ use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt};
 use tracing::{debug, Instrument};
 
-use crate::{config::AttachmentSettings, domain::candidate::Candidate, store::blobs::Blobs};
+use crate::{
+    config::{AttachmentSettings, BlobBackend},
+    domain::candidate::Candidate,
+    store::blobs::Blobs,
+};
 use fetch::{Downloader, FetchError, Limits};
-use guard::{AllowList, Lookup, SystemLookup};
+use guard::{Lookup, SystemLookup};
 
 /// `candidate_attachments.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +89,11 @@ impl Attachments {
 
     /// As `new`, resolving names with `lookup` (tests map names to loopback addresses).
     pub fn with_lookup(settings: &AttachmentSettings, lookup: Arc<dyn Lookup>) -> Result<Attachments, String> {
-        let blobs = Blobs::new(settings).map_err(|e| e.to_string())?;
+        let blobs = match &settings.backend {
+            BlobBackend::Local { dir } => Blobs::local(dir),
+            BlobBackend::S3 { bucket } => Blobs::s3(bucket),
+        }
+        .map_err(|e| e.to_string())?;
         let limits = Limits {
             max_bytes: settings.max_bytes,
             connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
@@ -93,7 +101,7 @@ impl Attachments {
             total_timeout: Duration::from_millis(settings.total_timeout_ms),
             max_redirects: settings.max_redirects,
         };
-        let allow = AllowList::parse(&settings.allow)?;
+        let allow = settings.allow.clone();
         let downloader = Downloader::new(allow, lookup, limits, blobs.tmp_dir.clone())?;
         Ok(Attachments { downloader, blobs, concurrency: settings.concurrency.max(1) })
     }

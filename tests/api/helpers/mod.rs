@@ -127,6 +127,8 @@ pub fn settings(prefix: &str, extra: &[(&str, &str)]) -> Settings {
         ("amqp_url", AMQP_URL),
         ("broker.reconnect_min_ms", "50"),
         ("broker.reconnect_max_ms", "300"),
+        ("retry.db_backoff_min_ms", "50"),
+        ("retry.db_backoff_max_ms", "300"),
         ("retry.schedule", TEST_RETRY_SCHEDULE),
     ];
     overrides.extend_from_slice(extra);
