@@ -39,27 +39,11 @@ pub fn check_names<I: IntoIterator<Item = String>>(names: I) -> Result<(), Strin
     unknown.sort();
     let Some(name) = unknown.first() else { return Ok(()) };
     let upper = name.to_ascii_uppercase();
-    let closest = valid.iter().min_by_key(|v| distance(&upper, v)).expect("there are valid names");
+    let closest = valid.iter().min_by_key(|v| strsim::levenshtein(&upper, v)).expect("there are valid names");
     Err(format!(
         "environment variable {name} matches no setting (did you mean {closest}?); settings are \
          MOKA_INGEST_<KEY> for top-level keys and MOKA_INGEST_<SECTION>__<KEY> (two underscores) for the others"
     ))
-}
-
-/// Levenshtein distance (names are short ASCII).
-fn distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let here = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(here + 1);
-            prev = here;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -94,12 +78,5 @@ mod tests {
         assert!(err.contains("did you mean MOKA_INGEST_WORKER__CONCURRENCY?"), "{err}");
         let err = check(&["MOKA_INGEST_RETRY__SCHEDUEL"]).unwrap_err();
         assert!(err.contains("did you mean MOKA_INGEST_RETRY__SCHEDULE?"), "{err}");
-    }
-
-    #[test]
-    fn distance_counts_edits() {
-        assert_eq!(distance("abc", "abc"), 0);
-        assert_eq!(distance("abc", "abxc"), 1);
-        assert_eq!(distance("kitten", "sitting"), 3);
     }
 }
