@@ -30,7 +30,7 @@
 //! `x-tonce`, `x-moka-id`; body = payload; `type` `moka.submission.v1`) is still read, so that
 //! messages queued or dead-lettered before an upgrade are processed. Workers are upgraded first.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::{
     types::{AMQPValue, FieldTable, ShortString},
     BasicProperties,
@@ -43,15 +43,7 @@ pub const MESSAGE_TYPE: &str = "moka.submission.v2";
 /// `type` of version 1 messages, which are still read.
 pub const MESSAGE_TYPE_V1: &str = "moka.submission.v1";
 
-/// What the ingress knows about a submission, besides its payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Meta {
-    pub message_id: Uuid,
-    pub received_at: DateTime<Utc>,
-    pub access_key: String,
-    pub tonce: i64,
-    pub moka_id: String,
-}
+pub use crate::domain::submission::Meta;
 
 /// A submission as a worker receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,19 +86,8 @@ struct LineIn {
     moka_id: String,
 }
 
+/// The wire form of the metadata (the domain type is [`Meta`]).
 impl Meta {
-    /// A new submission received at `received_at` (kept to the microsecond, what travels), with a
-    /// fresh UUIDv7.
-    pub fn new(access_key: &str, tonce: i64, moka_id: &str, received_at: DateTime<Utc>) -> Meta {
-        Meta {
-            message_id: Uuid::now_v7(),
-            received_at: received_at.trunc_subsecs(6),
-            access_key: access_key.to_owned(),
-            tonce,
-            moka_id: moka_id.to_owned(),
-        }
-    }
-
     /// Properties for publishing: persistent, typed, with the message id. No header table.
     pub fn properties(&self) -> BasicProperties {
         let mut id = Uuid::encode_buffer();
