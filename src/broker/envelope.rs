@@ -31,11 +31,10 @@
 //! messages queued or dead-lettered before an upgrade are processed. Workers are upgraded first.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use lapin::{
-    types::{AMQPValue, FieldTable, ShortString},
-    BasicProperties,
-};
+use lapin::{types::ShortString, BasicProperties};
 use uuid::Uuid;
+
+use super::headers::{self, v1};
 
 pub const VERSION: i64 = 2;
 /// AMQP `type` property of envelope messages.
@@ -54,7 +53,7 @@ pub struct Envelope {
 }
 
 /// Why a delivery is not a readable envelope (a permanent failure).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     #[error("not a moka submission (AMQP type {0:?}, no envelope version header)")]
     Foreign(String),
@@ -96,7 +95,7 @@ impl Meta {
             .with_delivery_mode(2)
             .with_type(MESSAGE_TYPE.into())
             .with_message_id(ShortString::from(&*self.message_id.hyphenated().encode_lower(&mut id)))
-            .with_timestamp(self.received_at.timestamp() as u64)
+            .with_timestamp(u64::try_from(self.received_at.timestamp()).unwrap_or(0))
     }
 
     /// The body for publishing: the metadata line, `\n`, then `payload` unchanged.
@@ -128,7 +127,7 @@ impl Envelope {
                 .ok_or(EnvelopeError::Field("message_id"))
         };
         let kind = props.kind().as_ref().map(|k| k.as_str());
-        let v1_header = props.headers().as_ref().and_then(|h| header_int(h, "x-envelope-version"));
+        let v1_header = props.headers().as_ref().and_then(|h| headers::int(h, v1::ENVELOPE_VERSION));
         match (kind, v1_header) {
             (Some(MESSAGE_TYPE), _) => {
                 let newline = body.iter().position(|&b| b == b'\n').ok_or(EnvelopeError::Field("metadata line"))?;
@@ -150,12 +149,12 @@ impl Envelope {
                 let h = props.headers().as_ref().expect("a version header was read");
                 let meta = Meta {
                     message_id: message_id()?,
-                    received_at: header_str(h, "x-received-at")
+                    received_at: headers::text(h, v1::RECEIVED_AT)
                         .and_then(|s| parse_time(&s))
-                        .ok_or(EnvelopeError::Field("x-received-at"))?,
-                    access_key: header_str(h, "x-access-key").ok_or(EnvelopeError::Field("x-access-key"))?,
-                    tonce: header_int(h, "x-tonce").ok_or(EnvelopeError::Field("x-tonce"))?,
-                    moka_id: header_str(h, "x-moka-id").ok_or(EnvelopeError::Field("x-moka-id"))?,
+                        .ok_or(EnvelopeError::Field(v1::RECEIVED_AT))?,
+                    access_key: headers::text(h, v1::ACCESS_KEY).ok_or(EnvelopeError::Field(v1::ACCESS_KEY))?,
+                    tonce: headers::int(h, v1::TONCE).ok_or(EnvelopeError::Field(v1::TONCE))?,
+                    moka_id: headers::text(h, v1::MOKA_ID).ok_or(EnvelopeError::Field(v1::MOKA_ID))?,
                 };
                 Ok(Envelope { meta, payload: text(body)? })
             }
@@ -173,31 +172,10 @@ fn text(bytes: &[u8]) -> Result<String, EnvelopeError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| EnvelopeError::NotText)
 }
 
-/// A header's text value.
-pub fn header_str(h: &FieldTable, name: &str) -> Option<String> {
-    match h.inner().get(&ShortString::from(name))? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-/// A header's integer value, whatever integer width the broker or a client chose.
-pub fn header_int(h: &FieldTable, name: &str) -> Option<i64> {
-    match h.inner().get(&ShortString::from(name))? {
-        AMQPValue::ShortShortInt(v) => Some(*v as i64),
-        AMQPValue::ShortShortUInt(v) => Some(*v as i64),
-        AMQPValue::ShortInt(v) => Some(*v as i64),
-        AMQPValue::ShortUInt(v) => Some(*v as i64),
-        AMQPValue::LongInt(v) => Some(*v as i64),
-        AMQPValue::LongUInt(v) => Some(*v as i64),
-        AMQPValue::LongLongInt(v) => Some(*v),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use lapin::types::{AMQPValue, FieldTable};
+
     use super::*;
 
     #[test]

@@ -36,7 +36,8 @@ use tracing::{info, warn};
 use crate::{
     backoff::Backoff,
     broker::{
-        envelope::{header_int, Meta},
+        envelope::{Envelope, EnvelopeError, Meta},
+        headers::History,
         publisher::{Publisher, PublisherOptions},
         topology::Topology,
     },
@@ -102,20 +103,39 @@ struct Retry {
     failure: Failure,
 }
 
-/// Retries through the delay queues so far (`x-retry-count`, set when a message is moved there).
-fn retries(delivery: &Delivery) -> u32 {
-    delivery.properties.headers().as_ref().and_then(|h| header_int(h, "x-retry-count")).unwrap_or(0) as u32
+/// A delivery, read once when it arrives: its envelope (or why it is not one) and what its
+/// headers say about earlier attempts. The rest of the worker passes this along instead of
+/// reading the delivery again.
+struct Received<'a> {
+    delivery: &'a Delivery,
+    history: History,
+    /// The envelope; its payload is taken (left empty) when the message becomes [`Ready`].
+    envelope: Result<Envelope, EnvelopeError>,
 }
 
-/// Returns of this copy to the queue (crash, hang, lost connection): the quorum queue's
-/// `x-delivery-count`, absent on a first delivery.
-fn redeliveries(delivery: &Delivery) -> u32 {
-    delivery.properties.headers().as_ref().and_then(|h| header_int(h, "x-delivery-count")).unwrap_or(0) as u32
-}
+impl<'a> Received<'a> {
+    fn read(delivery: &'a Delivery) -> Received<'a> {
+        Received {
+            delivery,
+            history: History::read(&delivery.properties),
+            envelope: Envelope::from_delivery(&delivery.properties, &delivery.data),
+        }
+    }
 
-/// Processing attempts so far, this one included.
-fn attempts(delivery: &Delivery) -> i32 {
-    (retries(delivery) + redeliveries(delivery) + 1) as i32
+    fn meta(&self) -> Option<&Meta> {
+        self.envelope.as_ref().ok().map(|e| &e.meta)
+    }
+
+    /// Processing attempts so far, this one included, as the `submissions` table counts them.
+    fn attempts(&self) -> i32 {
+        i32::try_from(self.history.attempts()).unwrap_or(i32::MAX)
+    }
+
+    /// The message and candidate ids, for logs.
+    fn ids(&self) -> (String, String) {
+        let message_id = self.delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
+        (message_id, self.meta().map(|m| m.moka_id.clone()).unwrap_or_default())
+    }
 }
 
 /// Runs migrations (if configured) and starts the worker; `ops_listener` serves its /metrics,
