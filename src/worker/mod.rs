@@ -28,10 +28,11 @@ use std::{
 };
 
 use deadpool_postgres::Pool;
+use futures_util::{stream::FuturesUnordered, StreamExt};
 use lapin::message::Delivery;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     backoff::Backoff,
@@ -76,7 +77,20 @@ pub struct Worker {
 /// A running worker (tests and `all`).
 pub struct Handle {
     pub ops_addr: std::net::SocketAddr,
-    pub task: tokio::task::JoinHandle<()>,
+    /// Ends after shutdown, or with an error as soon as a lane failed (the other lanes are
+    /// stopped first): a worker missing a lane must not stay up half alive.
+    pub task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+}
+
+/// Why a worker stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("consumer lane {lane} panicked; the worker stopped (to be restarted)")]
+    LanePanicked {
+        lane: usize,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// A message ready to be stored.
@@ -190,18 +204,31 @@ pub async fn spawn_with_lookup(
         async move { axum::serve(ops_listener, ops::router(ready)).with_graceful_shutdown(stop.cancelled_owned()).await }
     });
 
-    let lanes: Vec<_> = (0..settings.worker.concurrency)
-        .map(|i| tokio::spawn(lane::run(worker.clone(), i, shutdown.clone())))
+    // The lanes stop on shutdown, or when one of them fails: then the others are stopped too.
+    let lanes_stop = shutdown.child_token();
+    let mut lanes: FuturesUnordered<_> = (0..settings.worker.concurrency)
+        .map(|i| {
+            let lane = tokio::spawn(lane::run(worker.clone(), i, lanes_stop.clone()));
+            async move { (i, lane.await) }
+        })
         .collect();
     info!(lanes = lanes.len(), queue = %worker.topology.queue, "worker consuming");
     let task = tokio::spawn(async move {
-        for lane in lanes {
-            let _ = lane.await;
+        let mut failed = None;
+        while let Some((lane, result)) = lanes.next().await {
+            if let Err(source) = result {
+                if failed.is_none() {
+                    error!(lane, error = %source, "a consumer lane panicked; stopping the worker");
+                    lanes_stop.cancel();
+                    failed = Some(WorkerError::LanePanicked { lane, source });
+                }
+            }
         }
         background_stop.cancel();
         let _ = tokio::join!(publisher_task, depth_task, ops_task);
         worker.pool.close();
         info!("worker stopped");
+        failed.map_or(Ok(()), Err)
     });
     Ok(Handle { ops_addr, task })
 }
