@@ -51,7 +51,8 @@ pub async fn run_worker(settings: &Settings, shutdown: CancellationToken) -> Res
         TcpListener::bind(addr).await.map_err(|source| RoleError::Listen { role: "worker", addr, source })?;
     let handle = worker::spawn(settings, listener, shutdown).await?;
     info!(ops = %handle.ops_addr, "worker /metrics, /healthz, /readyz listening");
-    handle.task.await.map_err(|_| RoleError::Panicked { role: "worker" })
+    // A panic of the task itself, or a lane's, which the task reports: both end the process.
+    handle.task.await.map_err(|_| RoleError::Panicked { role: "worker" })?.map_err(RoleError::Worker)
 }
 
 /// Runs the ingress and the worker in one process until `shutdown`. Either role failing, at start
@@ -107,4 +108,6 @@ pub enum RoleError {
     WorkerStart(#[from] worker::StartError),
     #[error("{role} panicked")]
     Panicked { role: &'static str },
+    #[error("worker failed")]
+    Worker(#[source] worker::WorkerError),
 }

@@ -8,12 +8,12 @@
 
 use std::io::{IsTerminal, Write};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use lapin::{
     message::BasicGetMessage,
     options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions},
     publisher_confirm::Confirmation,
-    types::{AMQPValue, FieldTable},
+    types::FieldTable,
     BasicProperties, Channel, Connection,
 };
 use secrecy::ExposeSecret;
@@ -22,30 +22,12 @@ use serde::Serialize;
 use crate::{
     broker::{
         self,
-        envelope::{header_int, header_str, Envelope},
+        envelope::Envelope,
+        headers::{self, DeadHeaders},
         topology::{Topology, SUBMISSION_KEY},
     },
     config::Settings,
 };
-
-/// Headers a replay removes: the failure's story starts afresh.
-const FAILURE_HEADERS: &[&str] = &[
-    "x-error-kind",
-    "x-error-message",
-    "x-error-fields",
-    "x-attempts",
-    "x-failed-by",
-    "x-first-failed-at",
-    "x-last-failed-at",
-    "x-last-error",
-    "x-last-error-kind",
-    "x-retry-count",
-    "x-delivery-count",
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -201,30 +183,13 @@ impl Dlq {
 
 /// The original properties without the failure headers, marked with `x-replayed-at`.
 fn replay_properties(original: &BasicProperties) -> BasicProperties {
-    let mut h = FieldTable::default();
-    if let Some(old) = original.headers() {
-        for (k, v) in old.inner().iter().filter(|(k, _)| !FAILURE_HEADERS.contains(&k.as_str())) {
-            h.insert(k.clone(), v.clone());
-        }
-    }
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    h.insert("x-replayed-at".into(), AMQPValue::LongString(now.into()));
-    original.clone().with_headers(h)
+    original.clone().with_headers(headers::replay_headers(original))
 }
 
 /// Reads a dead message's story from its headers: the worker's `x-error-*`, or the broker's
 /// `x-death` when the broker dead-lettered it (delivery limit).
 pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
-    let empty = FieldTable::default();
-    let h = props.headers().as_ref().unwrap_or(&empty);
-    let death = first_death(h);
-    let death_str = |k: &str| death.as_ref().and_then(|d| header_str(d, k));
-    let death_time = death.as_ref().and_then(|d| match d.inner().get(&lapin::types::ShortString::from("time")) {
-        Some(AMQPValue::Timestamp(t)) => {
-            DateTime::<Utc>::from_timestamp(*t as i64, 0).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        }
-        _ => None,
-    });
+    let story = DeadHeaders::read(props);
     // A message that is not a readable envelope is shown as it is.
     let envelope = Envelope::from_delivery(props, body).ok();
     let meta = envelope.as_ref().map(|e| &e.meta);
@@ -234,38 +199,27 @@ pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
     };
     let name =
         serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
-    let reason = header_str(h, "x-error-kind").or_else(|| death_str("reason")).unwrap_or_else(|| "unknown".into());
-    let error = header_str(h, "x-error-message")
-        .or_else(|| header_str(h, "x-last-error").map(|e| format!("{reason}; last error: {e}")))
+    let reason = story.kind.unwrap_or_else(|| "unknown".into());
+    let error = story
+        .message
+        .or_else(|| story.last_error.map(|e| format!("{reason}; last error: {e}")))
         .unwrap_or_else(|| match reason.as_str() {
             "delivery_limit" => "delivered too many times without completing: it crashes or hangs the worker".into(),
             other => format!("dead-lettered by the broker ({other})"),
         });
-    let delivery_count = header_int(h, "x-delivery-count").unwrap_or(0);
     DeadMessage {
         message_id: props.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default(),
         moka_id: meta.map(|m| m.moka_id.clone()).unwrap_or_default(),
         name,
-        attempts: header_int(h, "x-attempts")
-            .unwrap_or(header_int(h, "x-retry-count").unwrap_or(0) + delivery_count + 1),
-        failed_at: header_str(h, "x-last-failed-at").or(death_time),
-        first_failed_at: header_str(h, "x-first-failed-at"),
-        failed_by: header_str(h, "x-failed-by"),
+        attempts: i64::from(story.attempts),
+        failed_at: story.failed_at,
+        first_failed_at: story.first_failed_at,
+        failed_by: story.failed_by,
         received_at: meta.map(|m| m.received_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
         tonce: meta.map(|m| m.tonce),
         reason,
         error,
         payload,
-    }
-}
-
-fn first_death(h: &FieldTable) -> Option<FieldTable> {
-    match h.inner().get(&lapin::types::ShortString::from("x-death"))? {
-        AMQPValue::FieldArray(a) => match a.as_slice().first()? {
-            AMQPValue::FieldTable(t) => Some(t.clone()),
-            _ => None,
-        },
-        _ => None,
     }
 }
 

@@ -30,12 +30,11 @@
 //! `x-tonce`, `x-moka-id`; body = payload; `type` `moka.submission.v1`) is still read, so that
 //! messages queued or dead-lettered before an upgrade are processed. Workers are upgraded first.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use lapin::{
-    types::{AMQPValue, FieldTable, ShortString},
-    BasicProperties,
-};
+use chrono::{DateTime, SecondsFormat, Utc};
+use lapin::{types::ShortString, BasicProperties};
 use uuid::Uuid;
+
+use super::headers::{self, v1};
 
 pub const VERSION: i64 = 2;
 /// AMQP `type` property of envelope messages.
@@ -43,15 +42,7 @@ pub const MESSAGE_TYPE: &str = "moka.submission.v2";
 /// `type` of version 1 messages, which are still read.
 pub const MESSAGE_TYPE_V1: &str = "moka.submission.v1";
 
-/// What the ingress knows about a submission, besides its payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Meta {
-    pub message_id: Uuid,
-    pub received_at: DateTime<Utc>,
-    pub access_key: String,
-    pub tonce: i64,
-    pub moka_id: String,
-}
+pub use crate::domain::submission::Meta;
 
 /// A submission as a worker receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +53,7 @@ pub struct Envelope {
 }
 
 /// Why a delivery is not a readable envelope (a permanent failure).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     #[error("not a moka submission (AMQP type {0:?}, no envelope version header)")]
     Foreign(String),
@@ -94,19 +85,8 @@ struct LineIn {
     moka_id: String,
 }
 
+/// The wire form of the metadata (the domain type is [`Meta`]).
 impl Meta {
-    /// A new submission received at `received_at` (kept to the microsecond, what travels), with a
-    /// fresh UUIDv7.
-    pub fn new(access_key: &str, tonce: i64, moka_id: &str, received_at: DateTime<Utc>) -> Meta {
-        Meta {
-            message_id: Uuid::now_v7(),
-            received_at: received_at.trunc_subsecs(6),
-            access_key: access_key.to_owned(),
-            tonce,
-            moka_id: moka_id.to_owned(),
-        }
-    }
-
     /// Properties for publishing: persistent, typed, with the message id. No header table.
     pub fn properties(&self) -> BasicProperties {
         let mut id = Uuid::encode_buffer();
@@ -115,7 +95,7 @@ impl Meta {
             .with_delivery_mode(2)
             .with_type(MESSAGE_TYPE.into())
             .with_message_id(ShortString::from(&*self.message_id.hyphenated().encode_lower(&mut id)))
-            .with_timestamp(self.received_at.timestamp() as u64)
+            .with_timestamp(u64::try_from(self.received_at.timestamp()).unwrap_or(0))
     }
 
     /// The body for publishing: the metadata line, `\n`, then `payload` unchanged.
@@ -147,7 +127,7 @@ impl Envelope {
                 .ok_or(EnvelopeError::Field("message_id"))
         };
         let kind = props.kind().as_ref().map(|k| k.as_str());
-        let v1_header = props.headers().as_ref().and_then(|h| header_int(h, "x-envelope-version"));
+        let v1_header = props.headers().as_ref().and_then(|h| headers::int(h, v1::ENVELOPE_VERSION));
         match (kind, v1_header) {
             (Some(MESSAGE_TYPE), _) => {
                 let newline = body.iter().position(|&b| b == b'\n').ok_or(EnvelopeError::Field("metadata line"))?;
@@ -169,12 +149,12 @@ impl Envelope {
                 let h = props.headers().as_ref().expect("a version header was read");
                 let meta = Meta {
                     message_id: message_id()?,
-                    received_at: header_str(h, "x-received-at")
+                    received_at: headers::text(h, v1::RECEIVED_AT)
                         .and_then(|s| parse_time(&s))
-                        .ok_or(EnvelopeError::Field("x-received-at"))?,
-                    access_key: header_str(h, "x-access-key").ok_or(EnvelopeError::Field("x-access-key"))?,
-                    tonce: header_int(h, "x-tonce").ok_or(EnvelopeError::Field("x-tonce"))?,
-                    moka_id: header_str(h, "x-moka-id").ok_or(EnvelopeError::Field("x-moka-id"))?,
+                        .ok_or(EnvelopeError::Field(v1::RECEIVED_AT))?,
+                    access_key: headers::text(h, v1::ACCESS_KEY).ok_or(EnvelopeError::Field(v1::ACCESS_KEY))?,
+                    tonce: headers::int(h, v1::TONCE).ok_or(EnvelopeError::Field(v1::TONCE))?,
+                    moka_id: headers::text(h, v1::MOKA_ID).ok_or(EnvelopeError::Field(v1::MOKA_ID))?,
                 };
                 Ok(Envelope { meta, payload: text(body)? })
             }
@@ -192,31 +172,10 @@ fn text(bytes: &[u8]) -> Result<String, EnvelopeError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| EnvelopeError::NotText)
 }
 
-/// A header's text value.
-pub fn header_str(h: &FieldTable, name: &str) -> Option<String> {
-    match h.inner().get(&ShortString::from(name))? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-/// A header's integer value, whatever integer width the broker or a client chose.
-pub fn header_int(h: &FieldTable, name: &str) -> Option<i64> {
-    match h.inner().get(&ShortString::from(name))? {
-        AMQPValue::ShortShortInt(v) => Some(*v as i64),
-        AMQPValue::ShortShortUInt(v) => Some(*v as i64),
-        AMQPValue::ShortInt(v) => Some(*v as i64),
-        AMQPValue::ShortUInt(v) => Some(*v as i64),
-        AMQPValue::LongInt(v) => Some(*v as i64),
-        AMQPValue::LongUInt(v) => Some(*v as i64),
-        AMQPValue::LongLongInt(v) => Some(*v),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use lapin::types::{AMQPValue, FieldTable};
+
     use super::*;
 
     #[test]

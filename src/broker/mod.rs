@@ -2,6 +2,7 @@
 //! self-healing connection with confirm-mode publishing ([`publisher`]).
 
 pub mod envelope;
+pub mod headers;
 pub mod publisher;
 pub mod topology;
 

@@ -88,7 +88,10 @@ impl Topology {
         ch.exchange_declare(&self.exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;
         let mut args = quorum_args();
         // RabbitMQ 3.10 has no default delivery limit: without one a poison message loops forever.
-        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.delivery_limit as i32));
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
+        );
         args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dead_exchange.clone().into()));
         args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(DEAD_KEY.into()));
         // At-least-once dead-lettering: the broker keeps a message until the DLQ confirmed it, so a
@@ -107,7 +110,10 @@ impl Topology {
             args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
             args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
             // Messages carry their own jittered expiration; this caps it.
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(Self::retry_ttl(*delay).as_millis() as i64));
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(i64::try_from(Self::retry_ttl(*delay).as_millis()).unwrap_or(i64::MAX)),
+            );
             ch.queue_declare(&self.retry_queue_name(*delay), durable_queue(), args).await?;
         }
         Ok(())

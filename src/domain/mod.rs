@@ -1,6 +1,7 @@
 //! Pure domain code, no I/O: the candidate as the CRM stores it, the reader of Moka's payload,
 //! the limits on what a payload may hold, and the normalization rules (degrees, dates, other
-//! fields), each with its table-driven unit tests beside it.
+//! fields), each with its table-driven unit tests beside it; and a submission's metadata
+//! ([`submission::Meta`]), shared by the broker's envelope and the store.
 
 pub mod candidate;
 #[cfg(test)]
@@ -10,3 +11,4 @@ pub mod degree;
 pub mod fields;
 pub mod limits;
 pub mod payload;
+pub mod submission;

@@ -14,8 +14,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
+use super::attachments::Record;
 use super::{storable, DbError};
-use crate::{broker::envelope::Meta, domain::candidate::Candidate, worker::attachments::Record};
+use crate::domain::{candidate::Candidate, submission::Meta};
 
 /// One valid submission to store.
 pub struct Item<'a> {

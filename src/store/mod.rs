@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool, migrations, the batch writer of candidates, and the
 //! classification of database errors into what retrying can cure and what it cannot.
 
+pub mod attachments;
 pub mod blobs;
 pub mod candidates;
 pub mod migrate;

@@ -15,15 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::{
-    attachments, attempts,
+    attachments,
     failure::{Failure, FailureKind},
-    redeliveries,
     retry::Next,
     write::Stored,
-    BatchError, Dead, Ready, Retry, Worker,
+    BatchError, Dead, Ready, Received, Retry, Worker,
 };
 use crate::{
-    broker::envelope::{header_str, Envelope},
     config::LimitSettings,
     domain::{candidate, limits::Limits},
     store::{candidates::Outcome, DbError},
@@ -50,18 +48,22 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> Result<(), BatchError> {
         let timeout = Duration::from_millis(self.settings.worker.batch_timeout_ms);
+        // Each delivery is read once, here; what follows passes the result along.
+        let mut received: Vec<Received> = deliveries.iter().map(Received::read).collect();
         let mut start = 0;
-        while start < deliveries.len() {
-            let end = if redeliveries(&deliveries[start]) > 0 {
+        while start < received.len() {
+            let end = if received[start].history.redeliveries > 0 {
                 start + 1
             } else {
-                start + deliveries[start..].iter().take_while(|d| redeliveries(d) == 0).count()
+                start + received[start..].iter().take_while(|r| r.history.redeliveries == 0).count()
             };
-            let segment = &deliveries[start..end];
-            if segment.len() == 1 && redeliveries(&segment[0]) + 1 >= self.settings.broker.delivery_limit {
+            let segment = &mut received[start..end];
+            if segment.len() == 1
+                && segment[0].history.redeliveries.saturating_add(1) >= self.settings.broker.delivery_limit
+            {
                 self.note_last_chance(&segment[0]).await;
             }
-            let guarded = AssertUnwindSafe(self.process_batch(segment, shutdown)).catch_unwind();
+            let guarded = AssertUnwindSafe(self.process_batch(&mut *segment, shutdown)).catch_unwind();
             let why = match tokio::time::timeout(timeout, guarded).await {
                 Ok(Ok(result)) => {
                     result?;
@@ -75,8 +77,9 @@ impl Worker {
                 // dead-letters a message that keeps doing this.
                 error!(messages = segment.len(), reason = why, "returning possibly poisonous messages to the queue");
                 metrics::counter!("moka_worker_poison_returns_total").increment(segment.len() as u64);
-                for d in segment {
-                    d.acker
+                for r in segment.iter() {
+                    r.delivery
+                        .acker
                         .nack(BasicNackOptions { multiple: false, requeue: true })
                         .await
                         .map_err(|e| BatchError::Broker(format!("nack failed: {e}")))?;
@@ -90,13 +93,16 @@ impl Worker {
     /// Before the last delivery the queue allows, records the message as dead (delivery limit):
     /// if it crashes the worker again the broker dead-letters it and SQL already says so; if it
     /// succeeds, the row is overwritten with the real outcome.
-    async fn note_last_chance(&self, delivery: &Delivery) {
-        let Ok(env) = Envelope::from_delivery(&delivery.properties, &delivery.data) else { return };
+    async fn note_last_chance(&self, received: &Received<'_>) {
+        let Some(meta) = received.meta() else { return };
         let failure = Failure::permanent(
             FailureKind::DeliveryLimit,
-            format!("delivered {} times without completing (crash or hang)", redeliveries(delivery) + 1),
+            format!(
+                "delivered {} times without completing (crash or hang)",
+                received.history.redeliveries.saturating_add(1)
+            ),
         );
-        let dead = [Dead { index: 0, meta: Some(env.meta), failure, attempts: attempts(delivery) }];
+        let dead = [Dead { index: 0, meta: Some(meta.clone()), failure, attempts: received.attempts() }];
         if let Err(e) = self.write(&[], &[], &dead).await {
             warn!(error = %e, "cannot pre-record a possibly poisonous message");
         }
@@ -105,39 +111,43 @@ impl Worker {
     /// Processes one segment and settles every message in it: stored, moved to a delay queue,
     /// or dead-lettered, then acknowledged. Returns an error (without acknowledging) when the
     /// segment must be redelivered: broker trouble, or shutdown while waiting for the database.
-    async fn process_batch(&self, deliveries: &[Delivery], shutdown: &CancellationToken) -> Result<(), BatchError> {
+    async fn process_batch(
+        &self,
+        received: &mut [Received<'_>],
+        shutdown: &CancellationToken,
+    ) -> Result<(), BatchError> {
         let started = std::time::Instant::now();
         let year = chrono::Utc::now().year();
         let limits = payload_limits(&self.settings.limits);
-        let mut ready = Vec::with_capacity(deliveries.len());
+        let mut ready = Vec::with_capacity(received.len());
         let mut dead = Vec::new();
-        for (index, d) in deliveries.iter().enumerate() {
-            let attempts = attempts(d);
-            if d.properties.headers().as_ref().and_then(|h| header_str(h, "x-replayed-at")).is_some() {
+        for (index, r) in received.iter_mut().enumerate() {
+            let attempts = r.attempts();
+            if r.history.replayed {
                 metrics::counter!("moka_worker_replayed_messages_total").increment(1);
             }
-            match Envelope::from_delivery(&d.properties, &d.data) {
-                Err(e) => dead.push(Dead { index, meta: None, failure: e.into(), attempts }),
+            match &mut r.envelope {
+                Err(e) => dead.push(Dead { index, meta: None, failure: e.clone().into(), attempts }),
                 Ok(env) => {
+                    // The payload moves on (it may be large); the metadata stays for the logs.
+                    let payload = std::mem::take(&mut env.payload);
                     #[cfg(feature = "fault-injection")]
-                    fault_injection(&env.payload).await;
-                    match candidate::parse(&env.payload, year, &limits) {
-                        Ok(candidate) => {
-                            ready.push(Ready { index, meta: env.meta, payload: env.payload, candidate, attempts })
-                        }
-                        Err(fields) => {
-                            dead.push(Dead { index, meta: Some(env.meta), failure: fields.into(), attempts })
-                        }
+                    fault_injection(&payload).await;
+                    let meta = env.meta.clone();
+                    match candidate::parse(&payload, year, &limits) {
+                        Ok(candidate) => ready.push(Ready { index, meta, payload, candidate, attempts }),
+                        Err(fields) => dead.push(Dead { index, meta: Some(meta), failure: fields.into(), attempts }),
                     }
                 }
             }
         }
+        let received = &*received;
 
         // Attachments first: a message whose files cannot be fetched right now is retried whole.
         let (records, mut retry) = self.fetch_attachments(&mut ready).await;
         // Retries used up: those go to the dead-letter queue (and are recorded with the batch).
         for r in std::mem::take(&mut retry) {
-            match self.retry_or_exhausted(r.index, &deliveries[r.index], r.failure) {
+            match self.retry_or_exhausted(r.index, &received[r.index], r.failure) {
                 Next::Retry(r) => retry.push(r),
                 Next::Dead(d) => dead.push(d),
             }
@@ -151,7 +161,7 @@ impl Worker {
                 // rows cannot be written now: the database is away. The dead-letter queue has them.)
                 let failure = Failure::from(DbError::Transient(e));
                 for r in ready.drain(..) {
-                    match self.retry_or_exhausted(r.index, &deliveries[r.index], failure.clone()) {
+                    match self.retry_or_exhausted(r.index, &received[r.index], failure.clone()) {
                         Next::Retry(r) => retry.push(r),
                         Next::Dead(d) => dead.push(d),
                     }
@@ -161,10 +171,10 @@ impl Worker {
         };
 
         for d in &dead {
-            self.dead_letter(&deliveries[d.index], d).await?;
+            self.dead_letter(&received[d.index], d).await?;
         }
         for r in &retry {
-            self.retry_later(&deliveries[r.index], &r.failure).await?;
+            self.retry_later(&received[r.index], &r.failure).await?;
         }
         // One increment per outcome and batch: label lookups per message add up at thousands a second.
         for outcome in [Outcome::Applied, Outcome::Stale, Outcome::Duplicate] {
@@ -175,8 +185,9 @@ impl Worker {
         }
 
         // Every message of the segment is now committed, dead-lettered or in a delay queue.
-        let last = deliveries.last().expect("segments are never empty");
-        last.acker
+        let last = received.last().expect("segments are never empty");
+        last.delivery
+            .acker
             .ack(lapin::options::BasicAckOptions { multiple: true })
             .await
             .map_err(|e| BatchError::Broker(format!("ack failed: {e}")))?;

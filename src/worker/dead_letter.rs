@@ -10,14 +10,10 @@
 //! | `x-first-failed-at`, `x-last-failed-at` | RFC 3339 |
 //! | `x-failed-by` | the worker (`host:pid`) that gave up |
 
-use chrono::{SecondsFormat, Utc};
-use lapin::{
-    types::{AMQPValue, FieldTable},
-    BasicProperties,
-};
+use lapin::BasicProperties;
 
-use super::failure::Failure;
-use crate::broker::envelope::header_str;
+use super::{failure::Failure, Received};
+use crate::broker::headers::{self, DeadLetter};
 
 /// This process, as named in `x-failed-by`.
 pub fn worker_name() -> String {
@@ -27,20 +23,17 @@ pub fn worker_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// The original properties plus the failure headers.
-pub fn properties(original: &BasicProperties, failure: &Failure, attempts: i32, worker: &str) -> BasicProperties {
-    let mut h: FieldTable = original.headers().clone().unwrap_or_default();
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    let first = header_str(&h, "x-first-failed-at").unwrap_or_else(|| now.clone());
-    let text = |s: &str| AMQPValue::LongString(s.to_owned().into());
-    h.insert("x-error-kind".into(), text(failure.kind.as_str()));
-    h.insert("x-error-message".into(), text(&failure.message));
-    if !failure.fields.is_empty() {
-        h.insert("x-error-fields".into(), text(&serde_json::to_string(&failure.fields).expect("serializes")));
-    }
-    h.insert("x-attempts".into(), AMQPValue::LongInt(attempts));
-    h.insert("x-first-failed-at".into(), text(&first));
-    h.insert("x-last-failed-at".into(), text(&now));
-    h.insert("x-failed-by".into(), text(worker));
-    original.clone().with_headers(h)
+/// The original properties plus the failure headers (see [`crate::broker::headers`]).
+pub(super) fn properties(received: &Received<'_>, failure: &Failure, attempts: i32, worker: &str) -> BasicProperties {
+    let fields =
+        (!failure.fields.is_empty()).then(|| serde_json::to_string(&failure.fields).expect("field errors serialize"));
+    let dead = DeadLetter {
+        kind: failure.kind.as_str(),
+        message: &failure.message,
+        fields,
+        attempts: attempts.unsigned_abs(),
+        failed_by: worker,
+    };
+    let original = &received.delivery.properties;
+    original.clone().with_headers(headers::dead_letter_headers(original, &received.history, &dead))
 }

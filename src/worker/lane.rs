@@ -78,6 +78,11 @@ async fn consume(
             Ok(b) => b,
             Err(e) => break Err(e.to_string()),
         };
+        // Test builds only: a lane that fails outside the per-message panic guard.
+        #[cfg(feature = "fault-injection")]
+        if batch.iter().any(|d| memchr::memmem::find(&d.data, br#""__moka_fault":"lane""#).is_some()) {
+            panic!("fault injection: the lane itself panics");
+        }
         // A batch in progress is finished even if shutdown arrives meanwhile (unless it is
         // waiting for the database, then it is left to be redelivered).
         let first = batch[0].properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();

@@ -28,15 +28,17 @@ use std::{
 };
 
 use deadpool_postgres::Pool;
+use futures_util::{stream::FuturesUnordered, StreamExt};
 use lapin::message::Delivery;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     backoff::Backoff,
     broker::{
-        envelope::{header_int, Meta},
+        envelope::{Envelope, EnvelopeError, Meta},
+        headers::History,
         publisher::{Publisher, PublisherOptions},
         topology::Topology,
     },
@@ -75,7 +77,20 @@ pub struct Worker {
 /// A running worker (tests and `all`).
 pub struct Handle {
     pub ops_addr: std::net::SocketAddr,
-    pub task: tokio::task::JoinHandle<()>,
+    /// Ends after shutdown, or with an error as soon as a lane failed (the other lanes are
+    /// stopped first): a worker missing a lane must not stay up half alive.
+    pub task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+}
+
+/// Why a worker stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("consumer lane {lane} panicked; the worker stopped (to be restarted)")]
+    LanePanicked {
+        lane: usize,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// A message ready to be stored.
@@ -102,20 +117,39 @@ struct Retry {
     failure: Failure,
 }
 
-/// Retries through the delay queues so far (`x-retry-count`, set when a message is moved there).
-fn retries(delivery: &Delivery) -> u32 {
-    delivery.properties.headers().as_ref().and_then(|h| header_int(h, "x-retry-count")).unwrap_or(0) as u32
+/// A delivery, read once when it arrives: its envelope (or why it is not one) and what its
+/// headers say about earlier attempts. The rest of the worker passes this along instead of
+/// reading the delivery again.
+struct Received<'a> {
+    delivery: &'a Delivery,
+    history: History,
+    /// The envelope; its payload is taken (left empty) when the message becomes [`Ready`].
+    envelope: Result<Envelope, EnvelopeError>,
 }
 
-/// Returns of this copy to the queue (crash, hang, lost connection): the quorum queue's
-/// `x-delivery-count`, absent on a first delivery.
-fn redeliveries(delivery: &Delivery) -> u32 {
-    delivery.properties.headers().as_ref().and_then(|h| header_int(h, "x-delivery-count")).unwrap_or(0) as u32
-}
+impl<'a> Received<'a> {
+    fn read(delivery: &'a Delivery) -> Received<'a> {
+        Received {
+            delivery,
+            history: History::read(&delivery.properties),
+            envelope: Envelope::from_delivery(&delivery.properties, &delivery.data),
+        }
+    }
 
-/// Processing attempts so far, this one included.
-fn attempts(delivery: &Delivery) -> i32 {
-    (retries(delivery) + redeliveries(delivery) + 1) as i32
+    fn meta(&self) -> Option<&Meta> {
+        self.envelope.as_ref().ok().map(|e| &e.meta)
+    }
+
+    /// Processing attempts so far, this one included, as the `submissions` table counts them.
+    fn attempts(&self) -> i32 {
+        i32::try_from(self.history.attempts()).unwrap_or(i32::MAX)
+    }
+
+    /// The message and candidate ids, for logs.
+    fn ids(&self) -> (String, String) {
+        let message_id = self.delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
+        (message_id, self.meta().map(|m| m.moka_id.clone()).unwrap_or_default())
+    }
 }
 
 /// Runs migrations (if configured) and starts the worker; `ops_listener` serves its /metrics,
@@ -170,18 +204,31 @@ pub async fn spawn_with_lookup(
         async move { axum::serve(ops_listener, ops::router(ready)).with_graceful_shutdown(stop.cancelled_owned()).await }
     });
 
-    let lanes: Vec<_> = (0..settings.worker.concurrency)
-        .map(|i| tokio::spawn(lane::run(worker.clone(), i, shutdown.clone())))
+    // The lanes stop on shutdown, or when one of them fails: then the others are stopped too.
+    let lanes_stop = shutdown.child_token();
+    let mut lanes: FuturesUnordered<_> = (0..settings.worker.concurrency)
+        .map(|i| {
+            let lane = tokio::spawn(lane::run(worker.clone(), i, lanes_stop.clone()));
+            async move { (i, lane.await) }
+        })
         .collect();
     info!(lanes = lanes.len(), queue = %worker.topology.queue, "worker consuming");
     let task = tokio::spawn(async move {
-        for lane in lanes {
-            let _ = lane.await;
+        let mut failed = None;
+        while let Some((lane, result)) = lanes.next().await {
+            if let Err(source) = result {
+                if failed.is_none() {
+                    error!(lane, error = %source, "a consumer lane panicked; stopping the worker");
+                    lanes_stop.cancel();
+                    failed = Some(WorkerError::LanePanicked { lane, source });
+                }
+            }
         }
         background_stop.cancel();
         let _ = tokio::join!(publisher_task, depth_task, ops_task);
         worker.pool.close();
         info!("worker stopped");
+        failed.map_or(Ok(()), Err)
     });
     Ok(Handle { ops_addr, task })
 }

@@ -241,10 +241,8 @@ async fn an_endless_body_is_cut_at_the_deadline_and_the_message_is_kept() {
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
     let dead = broker.drain(&broker.topology.dead_queue).await;
     let h = dead[0].delivery.properties.headers().clone().unwrap();
-    assert_eq!(moka_ingest::broker::envelope::header_str(&h, "x-error-kind").as_deref(), Some("attachment"));
-    assert!(moka_ingest::broker::envelope::header_str(&h, "x-error-message")
-        .unwrap()
-        .contains("gave up after 3 retries"));
+    assert_eq!(moka_ingest::broker::headers::text(&h, "x-error-kind").as_deref(), Some("attachment"));
+    assert!(moka_ingest::broker::headers::text(&h, "x-error-message").unwrap().contains("gave up after 3 retries"));
     assert_eq!(files.hits("slow"), 4, "first attempt and three retries");
     worker.stop().await;
 }

@@ -227,6 +227,39 @@ async fn poison(fault: &str) {
 }
 
 #[tokio::test]
+async fn a_lane_that_panics_ends_the_worker_role_with_an_error_instead_of_leaving_it_half_alive() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    broker.declare().await;
+    let mut bad: serde_json::Value = serde_json::from_str(&candidate_payload("lane", "x")).unwrap();
+    bad["__moka_fault"] = json!("lane");
+    publish(&broker, "lane", &bad.to_string()).await;
+    let settings = worker_settings(&broker.prefix, &db, &[("worker.listen", "127.0.0.1:0")]);
+    let run = moka_ingest::app::run_worker(&settings, tokio_util::sync::CancellationToken::new());
+    let err = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the worker stops by itself, without a shutdown signal")
+        .expect_err("and says it failed");
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert!(chain.contains("worker failed") && chain.contains("panicked"), "{chain}");
+}
+
+#[tokio::test]
+async fn a_worker_process_whose_lane_panics_exits_with_an_error() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    broker.declare().await;
+    let mut bad: serde_json::Value = serde_json::from_str(&candidate_payload("lane-p", "x")).unwrap();
+    bad["__moka_fault"] = json!("lane");
+    publish(&broker, "lane-p", &bad.to_string()).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = service("worker", &broker.prefix, &db, &[("MOKA_INGEST_WORKER_LISTEN", listen)]);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the process ends by itself, so that an orchestrator restarts it")
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{status}");
+}
+
+#[tokio::test]
 async fn a_message_that_crashes_the_worker_is_dead_after_the_delivery_limit_and_its_neighbours_are_stored() {
     poison("panic").await;
 }

@@ -188,8 +188,7 @@ async fn permanent_failures_go_to_the_dead_letter_queue_with_their_reason() {
 
     let dead = broker.drain(&broker.topology.dead_queue).await;
     let header = |m: &lapin::message::BasicGetMessage, k: &str| {
-        moka_ingest::broker::envelope::header_str(m.delivery.properties.headers().as_ref().unwrap(), k)
-            .unwrap_or_default()
+        moka_ingest::broker::headers::text(m.delivery.properties.headers().as_ref().unwrap(), k).unwrap_or_default()
     };
     let by_kind = |kind: &str| {
         dead.iter().find(|m| header(m, "x-error-kind") == kind).unwrap_or_else(|| panic!("a {kind} dead letter"))

@@ -11,7 +11,7 @@ pub mod guard;
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::{stream, StreamExt};
 use tracing::{debug, Instrument};
 
@@ -23,39 +23,7 @@ use crate::{
 use fetch::{Downloader, FetchError, Limits};
 use guard::{Lookup, SystemLookup};
 
-/// `candidate_attachments.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Resume,
-    InterviewFeedback,
-    Offer,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Resume => "resume",
-            Kind::InterviewFeedback => "interview_feedback",
-            Kind::Offer => "offer",
-        }
-    }
-}
-
-/// One row of `candidate_attachments`.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub moka_id: String,
-    pub kind: Kind,
-    pub url: String,
-    pub stored: bool,
-    pub sha256: Option<String>,
-    pub size_bytes: Option<i64>,
-    pub content_type: Option<String>,
-    pub file_name: Option<String>,
-    pub storage_key: Option<String>,
-    pub error: Option<String>,
-    pub fetched_at: DateTime<Utc>,
-}
+pub use crate::store::attachments::{Kind, Record};
 
 /// The links of a candidate, in payload order, without repeats.
 pub fn wanted(c: &Candidate) -> Vec<(Kind, String)> {

@@ -293,7 +293,7 @@ impl TestWorker {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.handle.task).await.expect("worker stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.handle.task).await.expect("worker stops").unwrap().unwrap();
     }
 }
 
