@@ -44,7 +44,9 @@ pub enum Rejection {
 
 fn unparsable_message(status: StatusCode) -> &'static str {
     match status {
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request head too large (too many or too long header fields)",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            "request head too large (more than 100 header fields, or 64 KiB)"
+        }
         StatusCode::URI_TOO_LONG => "request URI too long",
         _ => "malformed HTTP request (request line, header or Content-Length)",
     }

@@ -238,7 +238,7 @@ fn text(v: &HeaderValue) -> &str {
 
 /// A refusal outside the submission handler (unknown path, wrong method), counted and answered
 /// in the same shape.
-fn refuse(rejection: Rejection) -> Response {
+pub(crate) fn refuse(rejection: Rejection) -> Response {
     metrics::counter!("moka_ingress_requests_total", "outcome" => rejection.kind()).increment(1);
     let mut response = rejection.into_response();
     response.headers_mut().insert(REQUEST_ID_HEADER, uuid_header(Uuid::now_v7()));

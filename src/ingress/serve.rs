@@ -125,6 +125,15 @@ pub async fn serve(listener: TcpListener, router: Router, mut limits: Limits, sh
     connections.wait().await;
 }
 
+/// Largest request head (request line and header fields) accepted.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// The size of a request's head as sent, near enough (names, values, separators).
+fn head_bytes<B>(request: &Request<B>) -> usize {
+    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    line + request.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+}
+
 /// File descriptors this process may give to connections: the soft limit less a reserve.
 fn open_file_budget() -> usize {
     const RESERVE: u64 = 64;
@@ -139,7 +148,18 @@ async fn serve_connection(stream: TcpStream, router: Router, limits: Limits, shu
     let io = Guarded::new(stream, phase.clone(), limits);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         phase.store(BUSY, Ordering::Relaxed);
-        router.clone().call(request.map(axum::body::Body::new))
+        // hyper's own cap on the head depends on how the bytes arrived (one read may bring more
+        // than its buffer limit): this one does not.
+        let too_large = head_bytes(&request) > MAX_HEAD_BYTES;
+        let answer = (!too_large).then(|| router.clone().call(request.map(axum::body::Body::new)));
+        async move {
+            match answer {
+                Some(answer) => answer.await,
+                None => {
+                    Ok(super::refuse(Rejection::Unparsable(axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)))
+                }
+            }
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);

@@ -194,8 +194,11 @@ async fn every_refusal_is_json_even_those_made_before_any_handler_runs() {
     let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
     let addr = ingress.addr;
     let long_uri = format!("POST /api/v2/moka_candidates?x={} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(70_000));
-    let big_head =
-        format!("POST /api/v2/moka_candidates HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(500_000));
+    // Over hyper's own cap (about 400 KB, which depends on how the bytes arrive), and over the
+    // ingress's 64 KiB.
+    let head_with =
+        |n: usize| format!("POST /api/v2/moka_candidates HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(n));
+    let (big_head, head_over_64k) = (head_with(500_000), head_with(70_000));
     let many_headers: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
     let many_headers = format!("POST /api/v2/moka_candidates HTTP/1.1\r\nHost: a\r\n{many_headers}\r\n");
     let cases: Vec<(&str, Vec<u8>, u16, u64)> = vec![
@@ -203,6 +206,7 @@ async fn every_refusal_is_json_even_those_made_before_any_handler_runs() {
         ("wrong method", b"GET /api/v2/moka_candidates HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 405, 1009),
         ("URI too long", long_uri.into_bytes(), 414, 1011),
         ("head too large", big_head.into_bytes(), 431, 1010),
+        ("head over 64 KiB", head_over_64k.into_bytes(), 431, 1010),
         ("too many headers", many_headers.into_bytes(), 431, 1010),
         (
             "bad Content-Length",
