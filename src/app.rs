@@ -72,7 +72,7 @@ pub async fn run_all(settings: &Settings, shutdown: CancellationToken) -> Result
         r = &mut worker => (joined("worker", r), ingress, "ingress"),
     };
     if let Err(e) = &first {
-        error!(error = %e, "a role failed; stopping the process");
+        error!(error = %crate::telemetry::chain(e), "a role failed; stopping the process");
     }
     shutdown.cancel();
     let second = joined(other_role, other.await);

@@ -4,8 +4,10 @@
 //!
 //! - [`ingress`]: `POST /api/v2/moka_candidates`: verify the signed request, publish the raw
 //!   submission to RabbitMQ, answer once the broker confirmed it.
-//! - [`broker`]: topology, the message [`broker::envelope`], a supervised confirm-mode publisher.
-//! - [`config`]: `config/default.toml`, then a file, then environment variables; validated.
+//! - [`broker`]: topology, the message [`broker::envelope`], its [`broker::headers`] on the way
+//!   back (retries, dead letters), a supervised confirm-mode publisher.
+//! - [`config`]: `config/default.toml`, then a file, then environment variables; parsed once
+//!   into types. Layers: imports point down only (`tests/layers.rs`).
 //! - [`app`]: the roles the binary runs (`ingress`, `worker`, `all`).
 //! - [`ops`], [`telemetry`], [`shutdown`]: health and metrics endpoints, logs, signals.
 //! - [`signing`]: the canonical request text and its HMAC, shared by [`ingress`], [`sign`] and

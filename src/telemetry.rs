@@ -33,6 +33,22 @@ pub fn init_logging(json: bool, target: LogTarget) {
     };
 }
 
+/// An error and its sources, `a: b: c`, for log lines and stored messages: the top alone often
+/// says only "database unavailable". A source whose text its parent already ends with is skipped.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// The process-wide Prometheus recorder, installed on first use (so every role, and every test
 /// in one process, shares one).
 pub fn metrics() -> &'static PrometheusHandle {
@@ -44,4 +60,20 @@ pub fn metrics() -> &'static PrometheusHandle {
             .install_recorder()
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle: inner")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn chain_shows_every_source_once() {
+        let e = Outer(Middle(std::io::Error::other("inner")));
+        assert_eq!(super::chain(&e), "outer: middle: inner");
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! Environment variables: `MOKA_INGEST_<KEY>` for top-level keys and `MOKA_INGEST_<SECTION>__<KEY>`
 //! for the others, plus the well-known names in [`WELL_KNOWN_ENV`]; any other `MOKA_INGEST_…` name
-//! is refused (see [`env`]).
+//! is refused (see [`env`](mod@env)).
 //!
 //! Each module gets its own section ([`IngressSettings`], [`WorkerSettings`], …), not the whole.
 

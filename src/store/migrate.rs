@@ -24,9 +24,9 @@ pub async fn run(database_url: &SecretString) -> Result<Vec<String>, DbError> {
     let unlocked = client.execute("SELECT pg_advisory_unlock($1, hashtext(current_schema()))", &[&LOCK_CLASS]).await;
     let report = report.map_err(|e| match e.kind() {
         // The database is unreachable or busy: waiting may help.
-        refinery::error::Kind::Connection(..) => DbError::Transient(format!("migration failed: {e}")),
+        refinery::error::Kind::Connection(..) => DbError::Transient(e.into()),
         // The history disagrees with the migrations in this binary: an operator must look.
-        _ => DbError::Permanent(format!("migration failed: {e}")),
+        _ => DbError::Setup { what: "migration failed", source: e.into() },
     })?;
     unlocked?;
     drop(client);

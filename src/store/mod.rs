@@ -13,16 +13,31 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
 
-/// A database failure, classified for the retry decision.
+/// Whatever a database failure came from (the driver, the pool, the migration runner).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A database failure, classified for the retry decision; the cause is its source.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The data itself cannot be stored (a NUL in text, a key too long for its index, a broken
-    /// constraint…): retrying won't help. The text names the SQLSTATE.
-    #[error("database refused the data: {0}")]
-    Permanent(String),
+    /// constraint…): retrying won't help.
+    #[error("database refused the data (SQLSTATE {code})")]
+    Permanent {
+        code: String,
+        #[source]
+        source: Cause,
+    },
     /// Connection lost, database restarting, deadlock, pool exhausted…: retry later.
-    #[error("database unavailable: {0}")]
-    Transient(String),
+    #[error("database unavailable")]
+    Transient(#[source] Cause),
+    /// The deployment is wrong (an invalid `DATABASE_URL`, a migration history this binary does
+    /// not know): an operator must act, retrying won't help.
+    #[error("{what}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: Cause,
+    },
 }
 
 impl DbError {
@@ -57,18 +72,10 @@ pub fn is_permanent_sqlstate(code: &str) -> bool {
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
-        match e.as_db_error() {
-            Some(db) => {
-                let code = db.code().code();
-                let text = format!("SQLSTATE {code}: {}", db.message());
-                if is_permanent_sqlstate(code) {
-                    DbError::Permanent(text)
-                } else {
-                    DbError::Transient(text)
-                }
-            }
-            // No answer from the server: the connection, a timeout, the pool.
-            None => DbError::Transient(e.to_string()),
+        match e.as_db_error().map(|db| db.code().code().to_owned()) {
+            Some(code) if is_permanent_sqlstate(&code) => DbError::Permanent { code, source: e.into() },
+            // No answer from the server (the connection, a timeout), or not the data's fault.
+            _ => DbError::Transient(e.into()),
         }
     }
 }
@@ -77,7 +84,7 @@ impl From<deadpool_postgres::PoolError> for DbError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => DbError::Transient(other.to_string()),
+            other => DbError::Transient(other.into()),
         }
     }
 }
@@ -88,7 +95,7 @@ pub fn pool(database_url: &SecretString, size: usize) -> Result<Pool, DbError> {
     let mut config: tokio_postgres::Config = database_url
         .expose_secret()
         .parse()
-        .map_err(|e| DbError::Permanent(format!("DATABASE_URL is invalid: {e}")))?;
+        .map_err(|e: tokio_postgres::Error| DbError::Setup { what: "DATABASE_URL is invalid", source: e.into() })?;
     config.connect_timeout(Duration::from_secs(5));
     config.application_name("moka-ingest worker");
     // Fast recycling: a broken connection shows itself on use, and the batch is retried then.
@@ -99,12 +106,25 @@ pub fn pool(database_url: &SecretString, size: usize) -> Result<Pool, DbError> {
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))
         .build()
-        .map_err(|e| DbError::Permanent(e.to_string()))
+        .map_err(|e| DbError::Setup { what: "cannot build the connection pool", source: e.into() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_error_keeps_its_cause_as_its_source() {
+        let lost = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let e = DbError::Transient(lost.into());
+        assert!(e.is_transient());
+        assert_eq!(e.to_string(), "database unavailable");
+        let source = std::error::Error::source(&e).expect("the cause is the source");
+        assert_eq!(source.to_string(), "connection reset by peer");
+        let refused = DbError::Permanent { code: "22021".into(), source: "invalid byte sequence".into() };
+        assert!(!refused.is_transient());
+        assert_eq!(refused.to_string(), "database refused the data (SQLSTATE 22021)");
+    }
 
     #[test]
     fn sqlstates_about_the_data_are_permanent_and_the_rest_retry() {

@@ -82,7 +82,7 @@ impl Worker {
                         .acker
                         .nack(BasicNackOptions { multiple: false, requeue: true })
                         .await
-                        .map_err(|e| BatchError::Broker(format!("nack failed: {e}")))?;
+                        .map_err(|e| BatchError::Broker { what: "nack failed", source: e.into() })?;
                 }
             }
             start = end;
@@ -104,7 +104,7 @@ impl Worker {
         );
         let dead = [Dead { index: 0, meta: Some(meta.clone()), failure, attempts: received.attempts() }];
         if let Err(e) = self.write(&[], &[], &dead).await {
-            warn!(error = %e, "cannot pre-record a possibly poisonous message");
+            warn!(error = %crate::telemetry::chain(&e), "cannot pre-record a possibly poisonous message");
         }
     }
 
@@ -159,7 +159,7 @@ impl Worker {
                 // The database stayed away: everything waits in the delay queues instead.
                 // Those whose schedule is used up are dead, reason `database`. (Their `submissions`
                 // rows cannot be written now: the database is away. The dead-letter queue has them.)
-                let failure = Failure::from(DbError::Transient(e));
+                let failure = Failure::from(e);
                 for r in ready.drain(..) {
                     match self.retry_or_exhausted(r.index, &received[r.index], failure.clone()) {
                         Next::Retry(r) => retry.push(r),
@@ -190,7 +190,7 @@ impl Worker {
             .acker
             .ack(lapin::options::BasicAckOptions { multiple: true })
             .await
-            .map_err(|e| BatchError::Broker(format!("ack failed: {e}")))?;
+            .map_err(|e| BatchError::Broker { what: "ack failed", source: e.into() })?;
         metrics::histogram!("moka_worker_batch_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }
@@ -215,7 +215,7 @@ impl Worker {
         let stored = match self.stored_links(&ids).await {
             Ok(s) => s,
             Err(e) => {
-                warn!(error = %e, "cannot read stored attachments; fetching again");
+                warn!(error = %crate::telemetry::chain(&e), "cannot read stored attachments; fetching again");
                 HashSet::new()
             }
         };

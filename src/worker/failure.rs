@@ -74,6 +74,8 @@ impl From<Vec<FieldError>> for Failure {
 
 impl From<DbError> for Failure {
     fn from(e: DbError) -> Self {
-        Failure { kind: FailureKind::Database, transient: e.is_transient(), message: e.to_string(), fields: Vec::new() }
+        // The whole chain: the SQLSTATE and the server's words are what an operator needs.
+        let message = crate::telemetry::chain(&e);
+        Failure { kind: FailureKind::Database, transient: e.is_transient(), message, fields: Vec::new() }
     }
 }

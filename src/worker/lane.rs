@@ -90,7 +90,7 @@ async fn consume(
         match worker.process_deliveries(&batch, shutdown).instrument(span).await {
             Ok(()) => {}
             Err(BatchError::Shutdown) => break Ok(()),
-            Err(BatchError::Broker(e)) => break Err(e),
+            Err(e @ BatchError::Broker { .. }) => break Err(crate::telemetry::chain(&e)),
         }
     };
     worker.lanes_up.fetch_sub(1, Ordering::Relaxed);

@@ -52,11 +52,11 @@ use failure::Failure;
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("database: {0}")]
+    #[error("database")]
     Database(#[from] DbError),
-    #[error("attachments: {0}")]
-    Attachments(String),
-    #[error("cannot listen for /metrics: {0}")]
+    #[error("attachments")]
+    Attachments(#[from] attachments::SetupError),
+    #[error("cannot listen for /metrics")]
     Listen(#[from] std::io::Error),
 }
 
@@ -187,8 +187,7 @@ pub async fn spawn_with_lookup(
         topology,
         pool: store::pool(&settings.database_url, settings.worker.pool_size)?,
         publisher: publisher.clone(),
-        attachments: attachments::Attachments::with_lookup(&settings.attachments, lookup)
-            .map_err(StartError::Attachments)?,
+        attachments: attachments::Attachments::with_lookup(&settings.attachments, lookup)?,
         name: dead_letter::worker_name(),
         lanes_up: AtomicUsize::new(0),
     });
@@ -267,7 +266,7 @@ async fn migrate_when_reachable(settings: &Settings, shutdown: &CancellationToke
     loop {
         match store::migrate::run(&settings.database_url).await {
             Err(e) if e.is_transient() => {
-                warn!(error = %e, "cannot migrate yet; retrying");
+                warn!(error = %crate::telemetry::chain(&e), "cannot migrate yet; retrying");
                 if !backoff.wait(shutdown).await {
                     return Err(e);
                 }
@@ -280,8 +279,13 @@ async fn migrate_when_reachable(settings: &Settings, shutdown: &CancellationToke
 /// Why a batch was left unacknowledged (it will be redelivered).
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    #[error("{0}")]
-    Broker(String),
+    /// Acknowledging, or moving a failed message on, did not work: the lane reconnects.
+    #[error("{what}")]
+    Broker {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     #[error("shutting down")]
     Shutdown,
 }

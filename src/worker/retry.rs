@@ -46,7 +46,7 @@ impl Worker {
             .publish("", &queue, &delivery.data, props)
             .instrument(tracing::info_span!("retry", message_id = %ids.0, moka_id = %ids.1))
             .await
-            .map_err(|e| BatchError::Broker(format!("moving to the delay queue failed: {e}")))?;
+            .map_err(|e| BatchError::Broker { what: "moving to the delay queue failed", source: e.into() })?;
         warn!(message_id = %ids.0, moka_id = %ids.1, retry = n.saturating_add(1), delay = ?jittered, kind = failure.kind.as_str(), reason = %failure.message, "transient failure; retrying later");
         metrics::counter!("moka_worker_retries_total", "reason" => failure.kind.as_str()).increment(1);
         metrics::counter!("moka_worker_messages_total", "outcome" => "retry").increment(1);
@@ -68,7 +68,7 @@ impl Worker {
             .publish(&self.topology.dead_exchange, DEAD_KEY, &received.delivery.data, props)
             .instrument(tracing::info_span!("dead_letter", message_id = %ids.0, moka_id = %ids.1))
             .await
-            .map_err(|e| BatchError::Broker(format!("dead-letter publish failed: {e}")))?;
+            .map_err(|e| BatchError::Broker { what: "dead-letter publish failed", source: e.into() })?;
         warn!(message_id = %ids.0, moka_id = %ids.1, kind = dead.failure.kind.as_str(), reason = %dead.failure.message, "message dead-lettered");
         metrics::counter!("moka_worker_messages_total", "outcome" => "dead").increment(1);
         metrics::counter!("moka_worker_dead_letters_total", "reason" => dead.failure.kind.as_str()).increment(1);

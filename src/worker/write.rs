@@ -22,6 +22,7 @@ use crate::{
         candidates::{DeadRecord, Item, Outcome},
         DbError,
     },
+    telemetry,
 };
 
 /// The result of [`Worker::store`].
@@ -29,7 +30,7 @@ pub(super) enum Stored {
     /// Committed; one outcome per message left in `ready`.
     Written(Vec<Outcome>),
     /// The database stayed unavailable through `retry.db_attempts` tries.
-    Unavailable(String),
+    Unavailable(DbError),
 }
 
 impl Worker {
@@ -51,7 +52,7 @@ impl Worker {
                 Err(e) if e.is_transient() => e,
                 Err(e) => {
                     // Something in the batch is refused: find it by writing the messages one by one.
-                    warn!(error = %e, "batch refused by the database; writing its messages one by one");
+                    warn!(error = %telemetry::chain(&e), "batch refused by the database; writing its messages one by one");
                     match self.isolate(ready, records, dead).await {
                         Ok(outcomes) => return Ok(Stored::Written(outcomes)),
                         // What was committed alone is recorded, and counts as done when tried again.
@@ -62,10 +63,10 @@ impl Worker {
             failures += 1;
             metrics::counter!("moka_worker_db_errors_total").increment(1);
             if failures >= self.settings.retry.db_attempts.max(1) {
-                warn!(error = %e, "database unavailable; moving the batch to the delay queues");
-                return Ok(Stored::Unavailable(e.to_string()));
+                warn!(error = %telemetry::chain(&e), "database unavailable; moving the batch to the delay queues");
+                return Ok(Stored::Unavailable(e));
             }
-            warn!(error = %e, "database write failed; trying again");
+            warn!(error = %telemetry::chain(&e), "database write failed; trying again");
             if !backoff.wait(shutdown).await {
                 return Err(BatchError::Shutdown);
             }
@@ -93,9 +94,8 @@ impl Worker {
                     outcomes.extend(o);
                     keep.push(r);
                 }
-                Err(DbError::Permanent(message)) => {
-                    let failure =
-                        Failure::permanent(FailureKind::Database, format!("database refused the data: {message}"));
+                Err(e @ DbError::Permanent { .. }) => {
+                    let failure = Failure::permanent(FailureKind::Database, telemetry::chain(&e));
                     dead.push(Dead { index: r.index, meta: Some(r.meta), failure, attempts: r.attempts });
                 }
                 Err(e) => {
@@ -112,8 +112,8 @@ impl Worker {
         for d in dead.iter() {
             match self.write(&[], &[], std::slice::from_ref(d)).await {
                 Ok(_) => {}
-                Err(DbError::Permanent(e)) => {
-                    error!(error = %e, index = d.index, "cannot record a dead message in submissions")
+                Err(e @ DbError::Permanent { .. }) => {
+                    error!(error = %telemetry::chain(&e), index = d.index, "cannot record a dead message in submissions")
                 }
                 Err(e) => return Err(e),
             }

@@ -44,6 +44,21 @@ async fn the_service_refuses_a_bad_value_naming_the_setting_the_value_and_what_i
 }
 
 #[tokio::test]
+async fn an_old_setting_that_now_has_its_own_name_still_works_and_is_warned_about() {
+    let db = TestDb::new().await;
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .env("MOKA_INGEST_INGRESS__PUBLISH_CHANNELS", "4")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("ingress.publish_channels also sets worker.publish_channels (deprecated)"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_misspelled_environment_variable_refuses_the_start_and_names_the_closest_setting() {
     let out = Command::new(BIN).arg("worker").env("MOKA_INGEST_WORKER_CONCURRENCY", "4").output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

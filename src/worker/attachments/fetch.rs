@@ -32,13 +32,39 @@ pub struct Fetched {
     pub file_name: Option<String>,
 }
 
+/// What a download failure came from (the HTTP client, the file system).
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a download failed: transient failures are retried later, permanent ones are recorded.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+/// The underlying error, if any, is the source (render with `telemetry::chain`).
+#[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{0}")]
-    Transient(String),
-    #[error("{0}")]
-    Permanent(String),
+    #[error("{what}")]
+    Transient {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    #[error("{what}")]
+    Permanent {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl FetchError {
+    fn permanent(what: impl Into<String>) -> FetchError {
+        FetchError::Permanent { what: what.into(), source: None }
+    }
+
+    fn transient(what: impl Into<String>) -> FetchError {
+        FetchError::Transient { what: what.into(), source: None }
+    }
+
+    fn transient_from(what: &str, source: impl Into<Cause>) -> FetchError {
+        FetchError::Transient { what: what.to_owned(), source: Some(source.into()) }
+    }
 }
 
 pub struct Downloader {
@@ -54,7 +80,7 @@ impl Downloader {
         lookup: Arc<dyn Lookup>,
         limits: Limits,
         tmp_dir: PathBuf,
-    ) -> Result<Downloader, String> {
+    ) -> Result<Downloader, reqwest::Error> {
         let allow = Arc::new(allow);
         let policy_allow = allow.clone();
         let max_redirects = limits.max_redirects;
@@ -78,15 +104,15 @@ impl Downloader {
             .read_timeout(limits.read_timeout)
             .timeout(limits.total_timeout)
             .user_agent(concat!("moka-ingest/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(Downloader { client, allow, limits, tmp_dir })
     }
 
     /// Downloads `url` into a temporary file.
     pub async fn fetch(&self, url: &str) -> Result<Fetched, FetchError> {
-        let parsed = Url::parse(url.trim()).map_err(|e| FetchError::Permanent(format!("bad URL: {e}")))?;
-        check_url(&parsed, &self.allow).map_err(FetchError::Permanent)?;
+        let parsed = Url::parse(url.trim())
+            .map_err(|e| FetchError::Permanent { what: "bad URL".into(), source: Some(e.into()) })?;
+        check_url(&parsed, &self.allow).map_err(FetchError::permanent)?;
         let response = self.client.get(parsed).send().await.map_err(classify)?;
         let status = response.status();
         if !status.is_success() {
@@ -100,13 +126,15 @@ impl Downloader {
             .and_then(disposition_file_name)
             .or_else(|| url_file_name(response.url()));
         if response.content_length().is_some_and(|n| n > self.limits.max_bytes) {
-            return Err(FetchError::Permanent(format!(
+            return Err(FetchError::permanent(format!(
                 "larger than the {} byte cap (Content-Length)",
                 self.limits.max_bytes
             )));
         }
 
-        tokio::fs::create_dir_all(&self.tmp_dir).await.map_err(|e| FetchError::Transient(format!("temp dir: {e}")))?;
+        tokio::fs::create_dir_all(&self.tmp_dir)
+            .await
+            .map_err(|e| FetchError::transient_from("cannot create the temporary directory", e))?;
         let tmp_path = self.tmp_dir.join(format!("{}.part", uuid::Uuid::now_v7()));
         let result = self.stream_to(&tmp_path, response).await;
         match result {
@@ -126,7 +154,7 @@ impl Downloader {
         path: &PathBuf,
         response: reqwest::Response,
     ) -> Result<(String, u64, Vec<u8>), FetchError> {
-        let io = |e: std::io::Error| FetchError::Transient(format!("writing the temporary file: {e}"));
+        let io = |e: std::io::Error| FetchError::transient_from("writing the temporary file", e);
         let mut file = tokio::fs::File::create(path).await.map_err(io)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -137,7 +165,7 @@ impl Downloader {
             size += chunk.len() as u64;
             // The cap counts the bytes actually read, whatever Content-Length said (or didn't).
             if size > self.limits.max_bytes {
-                return Err(FetchError::Permanent(format!("larger than the {} byte cap", self.limits.max_bytes)));
+                return Err(FetchError::permanent(format!("larger than the {} byte cap", self.limits.max_bytes)));
             }
             if head.len() < 8192 {
                 head.extend_from_slice(&chunk[..chunk.len().min(8192 - head.len())]);
@@ -174,9 +202,9 @@ pub fn check_url(url: &Url, allow: &AllowList) -> Result<(), String> {
 fn status_error(status: StatusCode) -> FetchError {
     let text = format!("HTTP {status}");
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
-        FetchError::Transient(text)
+        FetchError::transient(text)
     } else {
-        FetchError::Permanent(text)
+        FetchError::permanent(text)
     }
 }
 
@@ -185,19 +213,16 @@ fn classify(e: reqwest::Error) -> FetchError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
         if let Some(blocked) = s.downcast_ref::<Blocked>() {
-            return FetchError::Permanent(blocked.to_string());
+            return FetchError::permanent(blocked.to_string());
         }
         source = s.source();
     }
     if e.is_redirect() || e.is_builder() {
-        FetchError::Permanent(e.to_string())
+        FetchError::Permanent { what: "cannot be fetched".into(), source: Some(e.into()) }
     } else if e.is_timeout() {
-        FetchError::Transient(format!("timed out: {e}"))
+        FetchError::transient_from("timed out", e)
     } else {
-        FetchError::Transient(format!(
-            "{e}: {}",
-            std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
-        ))
+        FetchError::transient_from("download failed", e)
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::{debug, Instrument};
 use crate::{
     config::{AttachmentSettings, BlobBackend},
     domain::candidate::Candidate,
-    store::blobs::Blobs,
+    store::blobs::{BlobError, Blobs},
 };
 use fetch::{Downloader, FetchError, Limits};
 use guard::{Lookup, SystemLookup};
@@ -43,6 +43,15 @@ pub fn wanted(c: &Candidate) -> Vec<(Kind, String)> {
     out
 }
 
+/// Why attachment handling cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("attachment storage")]
+    Storage(#[from] BlobError),
+    #[error("HTTP client")]
+    Client(#[from] reqwest::Error),
+}
+
 /// Downloads and stores attachments.
 pub struct Attachments {
     downloader: Downloader,
@@ -51,17 +60,16 @@ pub struct Attachments {
 }
 
 impl Attachments {
-    pub fn new(settings: &AttachmentSettings) -> Result<Attachments, String> {
+    pub fn new(settings: &AttachmentSettings) -> Result<Attachments, SetupError> {
         Self::with_lookup(settings, Arc::new(SystemLookup))
     }
 
     /// As `new`, resolving names with `lookup` (tests map names to loopback addresses).
-    pub fn with_lookup(settings: &AttachmentSettings, lookup: Arc<dyn Lookup>) -> Result<Attachments, String> {
+    pub fn with_lookup(settings: &AttachmentSettings, lookup: Arc<dyn Lookup>) -> Result<Attachments, SetupError> {
         let blobs = match &settings.backend {
             BlobBackend::Local { dir } => Blobs::local(dir),
             BlobBackend::S3 { bucket } => Blobs::s3(bucket),
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         let limits = Limits {
             max_bytes: settings.max_bytes,
             connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
@@ -116,13 +124,15 @@ impl Attachments {
                 record.storage_key = Some(key);
                 Ok(record)
             }
-            Err(FetchError::Permanent(why)) => {
+            Err(e @ FetchError::Permanent { .. }) => {
+                let why = crate::telemetry::chain(&e);
                 tracing::info!(reason = %why, "attachment failed permanently; the candidate is stored without it");
                 metrics::counter!("moka_worker_attachments_total", "outcome" => "failed").increment(1);
                 record.error = Some(why);
                 Ok(record)
             }
-            Err(FetchError::Transient(why)) => {
+            Err(e @ FetchError::Transient { .. }) => {
+                let why = crate::telemetry::chain(&e);
                 metrics::counter!("moka_worker_attachments_total", "outcome" => "transient").increment(1);
                 Err(format!("{} {}: {why}", record.kind.as_str(), record.url))
             }
