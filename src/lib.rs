@@ -6,23 +6,28 @@
 //!   submission to RabbitMQ, answer once the broker confirmed it.
 //! - [`broker`]: topology, the message [`broker::envelope`], its [`broker::headers`] on the way
 //!   back (retries, dead letters), a supervised confirm-mode publisher.
+//! - [`worker`]: consume, validate and normalize ([`domain`]), download attachments, write in
+//!   batches ([`store`]), retry what fails for a moment, dead-letter what cannot succeed.
+//! - [`domain`]: pure rules: the payload reader, limits, candidate, dates, degrees, fields.
+//! - [`store`]: PostgreSQL (pool, migrations, the batch writer, attachment rows) and blob storage.
+//! - [`dlq`]: the dead-letter queue as operators see it, and the `dlq` commands.
+//! - [`backoff`]: the one exponential backoff with jitter of every reconnect and retry loop.
 //! - [`config`]: `config/default.toml`, then a file, then environment variables; parsed once
 //!   into types. Layers: imports point down only (`tests/layers.rs`).
 //! - [`app`]: the roles the binary runs (`ingress`, `worker`, `all`).
-//! - [`ops`], [`telemetry`], [`shutdown`]: health and metrics endpoints, logs, signals.
+//! - [`health`], [`telemetry`], [`shutdown`]: the /healthz, /readyz and /metrics endpoints, logs, signals.
 //! - [`signing`]: the canonical request text and its HMAC, shared by [`ingress`], [`sign`] and
 //!   [`config`] (each access key's encoding).
 //! - [`sign`]: the signing helper for integrators.
 
-pub mod admin;
 pub mod app;
 pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod dlq;
 pub mod domain;
+pub mod health;
 pub mod ingress;
-pub mod ops;
 pub mod shutdown;
 pub mod sign;
 pub mod signing;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use moka_ingest::{
-    admin, app,
+    app,
     config::{LogFormat, Settings},
-    dlq::Selection,
+    dlq::{commands, Selection},
     shutdown,
     sign::SignedRequest,
     signing::Encoding,
@@ -179,21 +179,13 @@ async fn run(cli: Cli) -> Result<()> {
 
 async fn dlq(settings: &Settings, cmd: DlqCommand) -> Result<bool> {
     let ok = match cmd {
-        DlqCommand::List { limit, reason, json } => admin::list(settings, limit, reason, json).await?,
-        DlqCommand::Show { message_id } => admin::show(settings, &message_id).await?,
+        DlqCommand::List { limit, reason, json } => commands::list(settings, limit, reason, json).await?,
+        DlqCommand::Show { message_id } => commands::show(settings, &message_id).await?,
         DlqCommand::Replay { all, id, reason, candidate, dry_run } => {
             let selection = Selection { all, ids: id, reason, candidate };
-            if selection.is_empty() {
-                anyhow::bail!("say what to replay: --all, --id ID…, --reason KIND or --candidate MOKA_ID");
-            }
-            admin::replay(settings, &selection, dry_run).await?
+            commands::replay(settings, &selection, dry_run).await?
         }
-        DlqCommand::Purge { id, all, yes } => {
-            if !yes {
-                anyhow::bail!("purging cannot be undone; add --yes");
-            }
-            admin::purge(settings, &id, all).await?
-        }
+        DlqCommand::Purge { id, all, yes } => commands::purge(settings, &id, all, yes).await?,
     };
     Ok(ok)
 }

@@ -9,8 +9,8 @@
 //! - `store` (PostgreSQL, blobs): `domain` only (a submission's metadata and the attachment rows
 //!   live in `domain` and `store`, not in `broker` or `worker`);
 //! - `broker` (topology, envelope, publisher): leaves and `config`, never `worker` or `ingress`;
-//! - `ops` (health and metrics endpoints): `telemetry`;
-//! - the roles, `ingress` and `worker`, and the operator's `dlq` (printed by `admin`);
+//! - `health` (the /healthz, /readyz and /metrics endpoints): `telemetry`;
+//! - the roles, `ingress` and `worker`, and the operator's `dlq` (with its commands);
 //! - `app`, `sign`: the top (`main.rs` and `lib.rs` are not checked: they name everything).
 
 use std::{collections::BTreeMap, path::Path};
@@ -25,11 +25,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &["signing"]),
     ("store", &["domain"]),
     ("broker", &["domain", "config", "backoff"]),
-    ("ingress", &["domain", "signing", "config", "backoff", "broker", "telemetry", "ops"]),
-    ("worker", &["domain", "config", "backoff", "broker", "store", "ops", "telemetry"]),
+    ("ingress", &["domain", "signing", "config", "backoff", "broker", "telemetry", "health"]),
+    ("worker", &["domain", "config", "backoff", "broker", "store", "health", "telemetry"]),
     ("dlq", &["domain", "config", "broker", "store"]),
-    ("admin", &["config", "dlq"]),
-    ("ops", &["telemetry"]),
+    ("health", &["telemetry"]),
     ("sign", &["signing"]),
     ("app", &["config", "ingress", "worker", "store", "dlq", "telemetry", "shutdown"]),
 ];

@@ -41,7 +41,7 @@ use crate::{
         topology::{Topology, SUBMISSION_KEY},
     },
     config::{KeyRing, Settings},
-    ops,
+    health,
 };
 use error::Rejection;
 use params::Params;
@@ -99,12 +99,12 @@ impl Ingress {
     /// answered in the same JSON shape (404, 405).
     pub fn router(self: &Arc<Self>) -> Router {
         let publisher = self.publisher.clone();
-        let ready: ops::Readiness =
+        let ready: health::Readiness =
             Arc::new(move || if publisher.is_ready() { Ok(()) } else { Err("broker not connected".into()) });
         Router::new()
             .route(signature::PATH, post(submit).fallback(|| async { refuse(Rejection::MethodNotAllowed) }))
             .with_state(self.clone())
-            .merge(ops::router(ready))
+            .merge(health::router(ready))
             .fallback(|| async { refuse(Rejection::NotFound) })
     }
 

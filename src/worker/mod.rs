@@ -44,7 +44,7 @@ use crate::{
     },
     config::Settings,
     domain::candidate::Candidate,
-    ops,
+    health,
     store::{self, DbError},
 };
 use failure::Failure;
@@ -197,10 +197,10 @@ pub async fn spawn_with_lookup(
 
     let ops_addr = ops_listener.local_addr()?;
     let ready_worker = worker.clone();
-    let ready: ops::Readiness = Arc::new(move || ready_worker.readiness());
+    let ready: health::Readiness = Arc::new(move || ready_worker.readiness());
     let ops_task = tokio::spawn({
         let stop = background_stop.clone();
-        async move { axum::serve(ops_listener, ops::router(ready)).with_graceful_shutdown(stop.cancelled_owned()).await }
+        async move { axum::serve(ops_listener, health::router(ready)).with_graceful_shutdown(stop.cancelled_owned()).await }
     });
 
     // The lanes stop on shutdown, or when one of them fails: then the others are stopped too.

@@ -296,3 +296,16 @@ async fn with_few_file_descriptors_idle_connections_are_refused_or_timed_out_and
     assert!(logs.contains("using the lower figure"), "the cap is lowered, and said so: {logs}");
     assert!(!logs.contains("cannot accept a connection"), "accept never runs out of descriptors: {logs}");
 }
+
+#[tokio::test]
+async fn dlq_commands_refuse_what_they_cannot_do_as_asked_before_touching_the_broker() {
+    // The checks live with the commands (src/dlq/commands.rs): no broker is reached here.
+    for (args, want) in [(&["dlq", "replay"][..], "say what to replay"), (&["dlq", "purge", "--all"][..], "add --yes")]
+    {
+        let out =
+            Command::new(BIN).args(args).env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f").output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}

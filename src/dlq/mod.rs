@@ -6,6 +6,8 @@
 //! So listing loses nothing, and a replayed message that fails again at once lands behind the
 //! snapshot and is not replayed twice in one run.
 
+pub mod commands;
+
 use std::io::{IsTerminal, Write};
 
 use chrono::SecondsFormat;
@@ -33,6 +35,9 @@ use crate::{
 pub enum DlqError {
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
+    /// The command line asks for something that cannot be done as asked.
+    #[error("{0}")]
+    Usage(&'static str),
 }
 
 /// One dead message, as an operator reads it.

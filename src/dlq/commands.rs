@@ -1,10 +1,8 @@
-//! Operator commands (`moka-ingest dlq …`): what they print and how they end. Each ends with a
-//! one-line summary on stderr and returns whether everything asked for succeeded.
+//! The operator's commands (`moka-ingest dlq …`): what they check, print and how they end. Each
+//! ends with a one-line summary on stderr and returns whether everything asked for succeeded.
 
-use crate::{
-    config::Settings,
-    dlq::{DeadMessage, Dlq, DlqError, Progress, Selection, Summary},
-};
+use super::{DeadMessage, Dlq, DlqError, Progress, Selection, Summary};
+use crate::config::Settings;
 
 /// `dlq list`: one line per dead message (or a JSON array); removes nothing.
 pub async fn list(
@@ -62,6 +60,9 @@ pub async fn show(settings: &Settings, id: &str) -> Result<bool, DlqError> {
 
 /// `dlq replay`: republishes the selected messages (or, with `dry_run`, says which it would).
 pub async fn replay(settings: &Settings, selection: &Selection, dry_run: bool) -> Result<bool, DlqError> {
+    if selection.is_empty() {
+        return Err(DlqError::Usage("say what to replay: --all, --id ID…, --reason KIND or --candidate MOKA_ID"));
+    }
     let dlq = Dlq::open(settings).await?;
     let held = dlq.snapshot(None).await?;
     let chosen: Vec<_> = held.iter().filter(|h| selection.matches(&h.message)).collect();
@@ -87,7 +88,10 @@ pub async fn replay(settings: &Settings, selection: &Selection, dry_run: bool) -
 }
 
 /// `dlq purge`: removes the selected messages for good.
-pub async fn purge(settings: &Settings, ids: &[String], all: bool) -> Result<bool, DlqError> {
+pub async fn purge(settings: &Settings, ids: &[String], all: bool, yes: bool) -> Result<bool, DlqError> {
+    if !yes {
+        return Err(DlqError::Usage("purging cannot be undone; add --yes"));
+    }
     let dlq = Dlq::open(settings).await?;
     let mut summary = Summary::default();
     let mut ok = true;
