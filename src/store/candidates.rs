@@ -15,8 +15,11 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::attachments::Record;
-use super::{storable, DbError};
-use crate::domain::{candidate::Candidate, submission::Meta};
+use super::{plan, storable, DbError};
+use crate::domain::{
+    candidate::{Candidate, DateField},
+    submission::Meta,
+};
 
 /// One valid submission to store.
 pub struct Item<'a> {
@@ -133,33 +136,20 @@ pub async fn write(
     attachments: &[Record],
     dead: &[DeadRecord<'_>],
 ) -> Result<Vec<Outcome>, DbError> {
-    let mut outcomes = vec![Outcome::Stale; items.len()];
-
-    // The same message twice in one batch counts once.
-    let mut seen = HashSet::new();
-    for (i, item) in items.iter().enumerate() {
-        if !seen.insert(item.meta.message_id) {
-            outcomes[i] = Outcome::Duplicate;
-        }
-    }
-
-    // The newest submission per candidate in this batch competes with what is stored. (If that
-    // newest one was processed before, every older one in the batch is stale anyway.)
-    let mut newest: HashMap<&str, usize> = HashMap::new();
-    for (i, item) in items.iter().enumerate().filter(|(i, _)| outcomes[*i] != Outcome::Duplicate) {
-        let key = |j: usize| (items[j].meta.tonce, items[j].meta.received_at);
-        newest
-            .entry(item.meta.moka_id.as_str())
-            .and_modify(|best| {
-                if key(i) > key(*best) {
-                    *best = i;
-                }
-            })
-            .or_insert(i);
-    }
-    let mut winners: Vec<usize> = newest.into_values().collect();
-    // Lock order: by moka_id, the same in every transaction, so concurrent batches never deadlock.
-    winners.sort_by(|a, b| items[*a].candidate.moka_id.cmp(&items[*b].candidate.moka_id));
+    // Keyed by the candidate's normalized id, the one its row is written under: two payloads
+    // whose ids differ only in surrounding spaces are the same candidate.
+    let keys: Vec<plan::Key> = items
+        .iter()
+        .map(|i| plan::Key {
+            message_id: i.meta.message_id,
+            moka_id: &i.candidate.moka_id,
+            tonce: i.meta.tonce,
+            received_at: i.meta.received_at,
+        })
+        .collect();
+    let plan::Plan { repeated, winners } = plan::plan(&keys);
+    let mut outcomes: Vec<Outcome> =
+        repeated.iter().map(|r| if *r { Outcome::Duplicate } else { Outcome::Stale }).collect();
 
     let (applied, updated) =
         if winners.is_empty() { (HashSet::new(), Vec::new()) } else { upsert_candidates(tx, items, &winners).await? };
@@ -273,119 +263,95 @@ async fn upsert_candidates(
     Ok((applied, updated))
 }
 
-/// Columns of the child tables, built entry by entry.
+/// The columns every child row has (an education or an experience): its candidate, its position
+/// in the payload and its period. Borrowed: a batch is thousands of small strings.
 #[derive(Default)]
-struct Children {
-    moka_id: Vec<String>,
+struct PeriodColumns<'a> {
+    moka_id: Vec<&'a str>,
     position: Vec<i32>,
     start: Vec<Option<NaiveDate>>,
     end: Vec<Option<NaiveDate>>,
     current: Vec<bool>,
-    start_raw: Vec<Option<String>>,
-    end_raw: Vec<Option<String>>,
-    a: Vec<Option<String>>,
-    b: Vec<Option<String>>,
-    c: Vec<Option<String>>,
-    d: Vec<Option<String>>,
+    start_raw: Vec<Option<&'a str>>,
+    end_raw: Vec<Option<&'a str>>,
 }
 
-impl Children {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        id: &str,
-        pos: usize,
-        start: &crate::domain::candidate::DateField,
-        end: &crate::domain::candidate::DateField,
-        current: bool,
-        rest: [Option<&String>; 4],
-    ) {
-        self.moka_id.push(id.to_owned());
-        self.position.push(pos as i32);
+impl<'a> PeriodColumns<'a> {
+    fn push(&mut self, moka_id: &'a str, position: usize, start: &'a DateField, end: &'a DateField, current: bool) {
+        self.moka_id.push(moka_id);
+        self.position.push(position as i32);
         self.start.push(start.date);
         self.end.push(end.date);
         self.current.push(current);
-        self.start_raw.push(start.raw.clone());
-        self.end_raw.push(end.raw.clone());
-        let [a, b, c, d] = rest.map(|v| v.cloned());
-        self.a.push(a);
-        self.b.push(b);
-        self.c.push(c);
-        self.d.push(d);
+        self.start_raw.push(start.raw.as_deref());
+        self.end_raw.push(end.raw.as_deref());
+    }
+
+    /// The period's parameters, in the order of the insert statements, then `rest`.
+    fn params<'p>(&'p self, rest: &[&'p (dyn ToSql + Sync)]) -> Vec<&'p (dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&self.moka_id, &self.position, &self.start, &self.end, &self.current, &self.start_raw, &self.end_raw];
+        params.extend_from_slice(rest);
+        params
     }
 }
 
+/// `candidate_educations` columns.
+#[derive(Default)]
+struct EducationColumns<'a> {
+    period: PeriodColumns<'a>,
+    school: Vec<Option<&'a str>>,
+    speciality: Vec<Option<&'a str>>,
+    academic_degree: Vec<Option<&'a str>>,
+    academic_degree_raw: Vec<Option<&'a str>>,
+}
+
+/// `candidate_experiences` columns.
+#[derive(Default)]
+struct ExperienceColumns<'a> {
+    period: PeriodColumns<'a>,
+    company: Vec<Option<&'a str>>,
+    title: Vec<Option<&'a str>>,
+}
+
 async fn insert_children(tx: &Transaction<'_>, items: &[Item<'_>], applied: &[usize]) -> Result<(), DbError> {
-    let mut edu = Children::default();
-    let mut exp = Children::default();
+    let mut edu = EducationColumns::default();
+    let mut exp = ExperienceColumns::default();
     for i in applied {
         let cand = items[*i].candidate;
         for (pos, e) in cand.educations.iter().enumerate() {
-            edu.push(
-                &cand.moka_id,
-                pos,
-                &e.start,
-                &e.end,
-                e.is_current,
-                [e.school.as_ref(), e.speciality.as_ref(), e.academic_degree.as_ref(), e.academic_degree_raw.as_ref()],
-            );
+            edu.period.push(&cand.moka_id, pos, &e.start, &e.end, e.is_current);
+            edu.school.push(e.school.as_deref());
+            edu.speciality.push(e.speciality.as_deref());
+            edu.academic_degree.push(e.academic_degree.as_deref());
+            edu.academic_degree_raw.push(e.academic_degree_raw.as_deref());
         }
         for (pos, e) in cand.experiences.iter().enumerate() {
-            exp.push(
-                &cand.moka_id,
-                pos,
-                &e.start,
-                &e.end,
-                e.is_current,
-                [e.company.as_ref(), e.title.as_ref(), None, None],
-            );
+            exp.period.push(&cand.moka_id, pos, &e.start, &e.end, e.is_current);
+            exp.company.push(e.company.as_deref());
+            exp.title.push(e.title.as_deref());
         }
     }
-    let educations = async {
-        if !edu.moka_id.is_empty() {
-            let stmt = tx.prepare_cached(INSERT_EDUCATIONS_SQL).await?;
-            tx.execute(
-                &stmt,
-                &[
-                    &edu.moka_id,
-                    &edu.position,
-                    &edu.start,
-                    &edu.end,
-                    &edu.current,
-                    &edu.start_raw,
-                    &edu.end_raw,
-                    &edu.a,
-                    &edu.b,
-                    &edu.c,
-                    &edu.d,
-                ],
-            )
-            .await?;
-        }
-        Ok::<_, DbError>(())
-    };
-    let experiences = async {
-        if !exp.moka_id.is_empty() {
-            let stmt = tx.prepare_cached(INSERT_EXPERIENCES_SQL).await?;
-            tx.execute(
-                &stmt,
-                &[
-                    &exp.moka_id,
-                    &exp.position,
-                    &exp.start,
-                    &exp.end,
-                    &exp.current,
-                    &exp.start_raw,
-                    &exp.end_raw,
-                    &exp.a,
-                    &exp.b,
-                ],
-            )
-            .await?;
-        }
-        Ok::<_, DbError>(())
-    };
-    tokio::try_join!(educations, experiences)?;
+    let educations = edu.period.params(&[&edu.school, &edu.speciality, &edu.academic_degree, &edu.academic_degree_raw]);
+    let experiences = exp.period.params(&[&exp.company, &exp.title]);
+    tokio::try_join!(
+        insert_rows(tx, INSERT_EDUCATIONS_SQL, &educations, edu.period.moka_id.is_empty()),
+        insert_rows(tx, INSERT_EXPERIENCES_SQL, &experiences, exp.period.moka_id.is_empty())
+    )?;
+    Ok(())
+}
+
+/// One bulk insert (`UNNEST` of column arrays); nothing to do for no rows.
+async fn insert_rows(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    empty: bool,
+) -> Result<(), DbError> {
+    if !empty {
+        let stmt = tx.prepare_cached(sql).await?;
+        tx.execute(&stmt, params).await?;
+    }
     Ok(())
 }
 

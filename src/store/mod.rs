@@ -5,6 +5,7 @@ pub mod attachments;
 pub mod blobs;
 pub mod candidates;
 pub mod migrate;
+pub mod plan;
 pub mod storable;
 
 use std::time::Duration;
