@@ -291,3 +291,30 @@ async fn a_migration_history_that_disagrees_with_the_binary_stops_the_worker_wit
     assert!(chain.starts_with("database: migration failed"), "{chain}");
     assert!(chain.contains("V1__candidates") && chain.contains("different"), "{chain}");
 }
+
+#[tokio::test]
+async fn ids_that_differ_only_in_surrounding_spaces_are_one_candidate_and_the_newer_wins_in_one_pass() {
+    // The payload's id is trimmed when normalized, so " spaced-1" and "spaced-1" name one row; a
+    // batch that took them for two candidates wrote that row twice in one statement (SQLSTATE
+    // 21000) and had to be split.
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    broker.declare().await;
+    let older = Meta::new("ak", helpers::now() - 10, " spaced-1", Utc::now());
+    let newer = Meta::new("ak", helpers::now(), "spaced-1", Utc::now());
+    broker.publish(&older, &candidate_payload(" spaced-1", "旧名")).await;
+    broker.publish(&newer, &candidate_payload("spaced-1", "新名")).await;
+    let worker = TestWorker::spawn(&worker_settings(&broker.prefix, &db, &[])).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions", 2, WAIT).await, 2);
+    let rows = db.client.query("SELECT moka_id, name FROM candidates", &[]).await.unwrap();
+    let rows: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, [("spaced-1".to_string(), "新名".to_string())]);
+    let db = &db;
+    let outcome = |id: uuid::Uuid| async move {
+        let sql = "SELECT outcome FROM submissions WHERE message_id = $1::text::uuid";
+        let row = db.client.query_one(sql, &[&id.to_string()]).await.unwrap();
+        row.get::<_, String>(0)
+    };
+    assert_eq!(outcome(newer.message_id).await, "applied");
+    assert_eq!(outcome(older.message_id).await, "stale", "decided in the batch, not by writing the row twice");
+    worker.stop().await;
+}
