@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: publish_payloads KIND COUNT");
     };
     let settings = Settings::load(None)?;
-    let topology = Topology::from_settings(&settings);
+    let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
     let conn = broker::connect(settings.amqp_url.expose_secret(), "moka-ingest bench publisher").await?;
     let ch = conn.create_channel().await?;
     topology.declare(&ch).await?;

@@ -20,6 +20,8 @@ use lapin::{
     Channel, ExchangeKind,
 };
 
+use crate::config::{BrokerSettings, RetrySettings};
+
 /// Routing key of submissions on the submission exchange.
 pub const SUBMISSION_KEY: &str = "submission";
 /// Routing key of dead letters on the dead-letter exchange.
@@ -50,8 +52,10 @@ impl Topology {
         }
     }
 
-    pub fn from_settings(settings: &crate::config::Settings) -> Topology {
-        Topology::new(&settings.queue_prefix, settings.broker.delivery_limit, settings.retry.schedule.clone())
+    /// The names under `queue_prefix`, the delivery limit of `broker.*` and the delay queues of
+    /// `retry.schedule`.
+    pub fn from_settings(prefix: &str, broker: &BrokerSettings, retry: &RetrySettings) -> Topology {
+        Topology::new(prefix, broker.delivery_limit, retry.schedule.clone())
     }
 
     /// The delay queue of retry number `n` (0-based), or `None` when the schedule is used up.

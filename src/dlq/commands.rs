@@ -2,7 +2,7 @@
 //! ends with a one-line summary on stderr and returns whether everything asked for succeeded.
 
 use super::{DeadMessage, Dlq, DlqError, Progress, Selection, Summary};
-use crate::config::Settings;
+use crate::{broker::topology::Topology, config::Settings};
 
 /// `dlq list`: one line per dead message (or a JSON array); removes nothing.
 pub async fn list(
@@ -11,7 +11,7 @@ pub async fn list(
     reason: Option<String>,
     json: bool,
 ) -> Result<bool, DlqError> {
-    let dlq = Dlq::open(settings).await?;
+    let dlq = open(settings).await?;
     let held = dlq.snapshot(limit).await?;
     let shown: Vec<&DeadMessage> =
         held.iter().map(|h| &h.message).filter(|m| reason.as_ref().is_none_or(|r| *r == m.reason)).collect();
@@ -41,7 +41,7 @@ pub async fn list(
 
 /// `dlq show ID`: the whole message: envelope, payload and error.
 pub async fn show(settings: &Settings, id: &str) -> Result<bool, DlqError> {
-    let dlq = Dlq::open(settings).await?;
+    let dlq = open(settings).await?;
     let held = dlq.snapshot(None).await?;
     let found = held.iter().find(|h| h.message.message_id == id).map(|h| h.message.clone());
     dlq.close().await;
@@ -63,7 +63,7 @@ pub async fn replay(settings: &Settings, selection: &Selection, dry_run: bool) -
     if selection.is_empty() {
         return Err(DlqError::Usage("say what to replay: --all, --id ID…, --reason KIND or --candidate MOKA_ID"));
     }
-    let dlq = Dlq::open(settings).await?;
+    let dlq = open(settings).await?;
     let held = dlq.snapshot(None).await?;
     let chosen: Vec<_> = held.iter().filter(|h| selection.matches(&h.message)).collect();
     let progress = Progress::new(chosen.len());
@@ -92,7 +92,7 @@ pub async fn purge(settings: &Settings, ids: &[String], all: bool, yes: bool) ->
     if !yes {
         return Err(DlqError::Usage("purging cannot be undone; add --yes"));
     }
-    let dlq = Dlq::open(settings).await?;
+    let dlq = open(settings).await?;
     let mut summary = Summary::default();
     let mut ok = true;
     if all {
@@ -117,4 +117,10 @@ pub async fn purge(settings: &Settings, ids: &[String], all: bool, yes: bool) ->
     dlq.close().await;
     eprintln!("{summary}");
     Ok(ok)
+}
+
+/// The dead-letter queue of the configured broker and prefix.
+async fn open(settings: &Settings) -> Result<Dlq, DlqError> {
+    let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
+    Dlq::open(&settings.amqp_url, topology).await
 }

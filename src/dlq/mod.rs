@@ -18,17 +18,14 @@ use lapin::{
     types::FieldTable,
     BasicProperties, Channel, Connection,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::{
-    broker::{
-        self,
-        envelope::Envelope,
-        headers::{self, DeadHeaders},
-        topology::{Topology, SUBMISSION_KEY},
-    },
-    config::Settings,
+use crate::broker::{
+    self,
+    envelope::Envelope,
+    headers::{self, DeadHeaders},
+    topology::{Topology, SUBMISSION_KEY},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -114,10 +111,11 @@ impl std::fmt::Display for Summary {
 }
 
 impl Dlq {
-    pub async fn open(settings: &Settings) -> Result<Dlq, DlqError> {
-        let conn = broker::connect(settings.amqp_url.expose_secret(), "moka-ingest dlq").await?;
+    /// Connects to the broker at `amqp_url` and declares `topology` (so that an empty queue
+    /// reads as empty, not as an error).
+    pub async fn open(amqp_url: &SecretString, topology: Topology) -> Result<Dlq, DlqError> {
+        let conn = broker::connect(amqp_url.expose_secret(), "moka-ingest dlq").await?;
         let ch = conn.create_channel().await?;
-        let topology = Topology::from_settings(settings);
         topology.declare(&ch).await?;
         // Replays are confirmed before the dead copy is removed.
         ch.confirm_select(ConfirmSelectOptions::default()).await?;

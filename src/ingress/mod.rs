@@ -40,7 +40,7 @@ use crate::{
         publisher::{Publisher, PublisherOptions},
         topology::{Topology, SUBMISSION_KEY},
     },
-    config::{KeyRing, Settings},
+    config::{IngressSettings, KeyRing, Settings},
     health,
 };
 use error::Rejection;
@@ -81,14 +81,15 @@ enum Accepted {
 }
 
 impl Ingress {
-    pub fn new(settings: &Settings, publisher: Arc<Publisher>) -> Arc<Ingress> {
+    /// The handler's state, from the `ingress.*` section and the key ring.
+    pub fn new(settings: &IngressSettings, keys: KeyRing, publisher: Arc<Publisher>) -> Arc<Ingress> {
         Arc::new(Ingress {
-            keys: settings.keys.clone(),
+            keys,
             replay: ReplayCache::default(),
             publisher,
-            window_secs: settings.ingress.tonce_window_secs as i64,
-            body_limit: settings.ingress.body_limit_bytes,
-            body_timeout: Duration::from_millis(settings.ingress.body_timeout_ms),
+            window_secs: i64::try_from(settings.tonce_window_secs).unwrap_or(i64::MAX),
+            body_limit: settings.body_limit_bytes,
+            body_timeout: Duration::from_millis(settings.body_timeout_ms),
             accepted: metrics::counter!("moka_ingress_requests_total", "outcome" => "accepted"),
             replayed: metrics::counter!("moka_ingress_requests_total", "outcome" => "replayed"),
             publish_seconds: metrics::histogram!("moka_ingress_publish_seconds"),
@@ -312,7 +313,7 @@ pub fn prepare(
     shutdown: CancellationToken,
 ) -> std::io::Result<Prepared<impl std::future::Future<Output = std::io::Result<()>> + Send + 'static>> {
     let addr = listener.local_addr()?;
-    let topology = Topology::from_settings(settings);
+    let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
     let (min, max) = settings.broker.reconnect_backoff();
     let options = PublisherOptions {
         channels: settings.ingress.publish_channels,
@@ -322,7 +323,7 @@ pub fn prepare(
     let publisher = Publisher::new(&settings.amqp_url, topology, "moka-ingest ingress", options);
     let broker_stop = CancellationToken::new();
     let supervisor = tokio::spawn(publisher.clone().run(broker_stop.clone()));
-    let router = Ingress::new(settings, publisher.clone()).router();
+    let router = Ingress::new(&settings.ingress, settings.keys.clone(), publisher.clone()).router();
     let i = &settings.ingress;
     let limits = serve::Limits {
         max_connections: i.max_connections,

@@ -35,3 +35,19 @@ pub struct Record {
     pub error: Option<String>,
     pub fetched_at: DateTime<Utc>,
 }
+
+/// The links of these candidates already stored, as `(moka_id, kind, url)`: a redelivery or a
+/// replay does not fetch them again.
+pub async fn stored_links(
+    pool: &deadpool_postgres::Pool,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<(String, String, String)>, super::DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT moka_id, kind, url FROM candidate_attachments WHERE moka_id = ANY($1) AND status = 'stored'",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+}

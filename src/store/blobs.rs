@@ -11,9 +11,31 @@ use std::{path::PathBuf, sync::Arc};
 use object_store::{local::LocalFileSystem, path::Path as ObjectPath, ObjectStore, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
+/// Why a file could not be stored (each variant carries its cause).
 #[derive(Debug, thiserror::Error)]
-#[error("attachment storage: {0}")]
-pub struct BlobError(pub String);
+pub enum BlobError {
+    #[error("attachment storage: cannot create {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("attachment storage: {what}")]
+    Store {
+        what: &'static str,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("attachment storage: reading the staged file")]
+    Staged(#[source] std::io::Error),
+    #[error("attachment storage: {key} has {got} bytes after upload, expected {want}")]
+    SizeMismatch { key: String, got: u64, want: u64 },
+}
+
+/// An `object_store` failure while doing `what`.
+fn store_err(what: &'static str) -> impl FnOnce(object_store::Error) -> BlobError {
+    move |source| BlobError::Store { what, source }
+}
 
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
@@ -26,8 +48,8 @@ pub struct Blobs {
 impl Blobs {
     /// Files under the directory `dir` (created if missing).
     pub fn local(dir: &std::path::Path) -> Result<Blobs, BlobError> {
-        std::fs::create_dir_all(dir).map_err(|e| BlobError(format!("{}: {e}", dir.display())))?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| BlobError(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|source| BlobError::CreateDir { dir: dir.to_owned(), source })?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(store_err("open the local directory"))?;
         Ok(Blobs { store: Arc::new(store), tmp_dir: dir.join(".tmp"), part_size: 256 << 10 })
     }
 
@@ -36,7 +58,7 @@ impl Blobs {
         let store = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .build()
-            .map_err(|e| BlobError(e.to_string()))?;
+            .map_err(store_err("configure the S3 bucket"))?;
         Ok(Blobs { store: Arc::new(store), tmp_dir: std::env::temp_dir().join("moka-ingest"), part_size: 5 << 20 })
     }
 
@@ -59,24 +81,23 @@ impl Blobs {
         if self.store.head(&location).await.is_ok_and(|m| m.size == size) {
             return Ok(key);
         }
-        let err = |e: &dyn std::fmt::Display| BlobError(e.to_string());
-        let upload = self.store.put_multipart(&location).await.map_err(|e| err(&e))?;
+        let upload = self.store.put_multipart(&location).await.map_err(store_err("start the upload"))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
-        let mut file = tokio::fs::File::open(tmp).await.map_err(|e| err(&e))?;
+        let mut file = tokio::fs::File::open(tmp).await.map_err(BlobError::Staged)?;
         let mut buf = vec![0u8; 64 << 10];
         loop {
             // At most two parts in flight: memory stays bounded whatever the file size.
-            writer.wait_for_capacity(2).await.map_err(|e| err(&e))?;
-            let n = file.read(&mut buf).await.map_err(|e| err(&e))?;
+            writer.wait_for_capacity(2).await.map_err(store_err("upload a part"))?;
+            let n = file.read(&mut buf).await.map_err(BlobError::Staged)?;
             if n == 0 {
                 break;
             }
             writer.write(&buf[..n]);
         }
-        writer.finish().await.map_err(|e| err(&e))?;
-        let stored = self.store.head(&location).await.map_err(|e| err(&e))?;
+        writer.finish().await.map_err(store_err("complete the upload"))?;
+        let stored = self.store.head(&location).await.map_err(store_err("check the stored size"))?;
         if stored.size != size {
-            return Err(BlobError(format!("{key} has {} bytes after upload, expected {size}", stored.size)));
+            return Err(BlobError::SizeMismatch { key, got: stored.size, want: size });
         }
         Ok(key)
     }

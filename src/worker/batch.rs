@@ -15,20 +15,33 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::{
-    attachments,
+    attachments::{self, Attachments},
     failure::{Failure, FailureKind},
-    retry::Next,
-    write::Stored,
-    BatchError, Dead, Ready, Received, Retry, Worker,
+    outcome::{BatchError, Dead, Next, Ready, Received, Retry},
+    settle::Settler,
+    write::{Stored, Writer},
 };
 use crate::{
     config::LimitSettings,
     domain::{candidate, limits::Limits},
-    store::{candidates::Outcome, DbError},
+    store::candidates::Outcome,
 };
 
+/// Processes the batches of every lane of a worker process.
+pub struct Batches {
+    pub writer: Writer,
+    pub settler: Settler,
+    /// `None` when `attachments.fetch` is off.
+    pub attachments: Option<Attachments>,
+    pub limits: Limits,
+    /// Longest one segment may take before it is returned as possibly poisonous (`worker.batch_timeout_ms`).
+    pub timeout: Duration,
+    /// The queue's delivery limit (`broker.delivery_limit`): the last delivery is noted first.
+    pub delivery_limit: u32,
+}
+
 /// The payload caps of `limits.*`, for the domain's parser.
-fn payload_limits(l: &LimitSettings) -> Limits {
+pub fn payload_limits(l: &LimitSettings) -> Limits {
     Limits {
         id_max_bytes: l.id_max_bytes,
         max_entries: l.max_entries,
@@ -39,15 +52,15 @@ fn payload_limits(l: &LimitSettings) -> Limits {
     }
 }
 
-impl Worker {
+impl Batches {
     /// Processes what one lane collected: fresh messages together, redelivered ones one by one,
     /// in delivery order (so that each multiple-ack only covers settled messages).
-    pub(super) async fn process_deliveries(
+    pub async fn process_deliveries(
         &self,
         deliveries: &[Delivery],
         shutdown: &CancellationToken,
     ) -> Result<(), BatchError> {
-        let timeout = Duration::from_millis(self.settings.worker.batch_timeout_ms);
+        let timeout = self.timeout;
         // Each delivery is read once, here; what follows passes the result along.
         let mut received: Vec<Received> = deliveries.iter().map(Received::read).collect();
         let mut start = 0;
@@ -58,9 +71,7 @@ impl Worker {
                 start + received[start..].iter().take_while(|r| r.history.redeliveries == 0).count()
             };
             let segment = &mut received[start..end];
-            if segment.len() == 1
-                && segment[0].history.redeliveries.saturating_add(1) >= self.settings.broker.delivery_limit
-            {
+            if segment.len() == 1 && segment[0].history.redeliveries.saturating_add(1) >= self.delivery_limit {
                 self.note_last_chance(&segment[0]).await;
             }
             let guarded = AssertUnwindSafe(self.process_batch(&mut *segment, shutdown)).catch_unwind();
@@ -103,7 +114,7 @@ impl Worker {
             ),
         );
         let dead = [Dead { index: 0, meta: Some(meta.clone()), failure, attempts: received.attempts() }];
-        if let Err(e) = self.write(&[], &[], &dead).await {
+        if let Err(e) = self.writer.write(&[], &[], &dead).await {
             warn!(error = %crate::telemetry::chain(&e), "cannot pre-record a possibly poisonous message");
         }
     }
@@ -118,7 +129,7 @@ impl Worker {
     ) -> Result<(), BatchError> {
         let started = std::time::Instant::now();
         let year = chrono::Utc::now().year();
-        let limits = payload_limits(&self.settings.limits);
+        let limits = &self.limits;
         let mut ready = Vec::with_capacity(received.len());
         let mut dead = Vec::new();
         for (index, r) in received.iter_mut().enumerate() {
@@ -134,7 +145,7 @@ impl Worker {
                     #[cfg(feature = "fault-injection")]
                     fault_injection(&payload).await;
                     let meta = env.meta.clone();
-                    match candidate::parse(&payload, year, &limits) {
+                    match candidate::parse(&payload, year, limits) {
                         Ok(candidate) => ready.push(Ready { index, meta, payload, candidate, attempts }),
                         Err(fields) => dead.push(Dead { index, meta: Some(meta), failure: fields.into(), attempts }),
                     }
@@ -147,13 +158,13 @@ impl Worker {
         let (records, mut retry) = self.fetch_attachments(&mut ready).await;
         // Retries used up: those go to the dead-letter queue (and are recorded with the batch).
         for r in std::mem::take(&mut retry) {
-            match self.retry_or_exhausted(r.index, &received[r.index], r.failure) {
+            match self.settler.next(r.index, &received[r.index], r.failure) {
                 Next::Retry(r) => retry.push(r),
                 Next::Dead(d) => dead.push(d),
             }
         }
 
-        let outcomes = match self.store(&mut ready, &records, &mut dead, shutdown).await? {
+        let outcomes = match self.writer.store(&mut ready, &records, &mut dead, shutdown).await? {
             Stored::Written(outcomes) => outcomes,
             Stored::Unavailable(e) => {
                 // The database stayed away: everything waits in the delay queues instead.
@@ -161,7 +172,7 @@ impl Worker {
                 // rows cannot be written now: the database is away. The dead-letter queue has them.)
                 let failure = Failure::from(e);
                 for r in ready.drain(..) {
-                    match self.retry_or_exhausted(r.index, &received[r.index], failure.clone()) {
+                    match self.settler.next(r.index, &received[r.index], failure.clone()) {
                         Next::Retry(r) => retry.push(r),
                         Next::Dead(d) => dead.push(d),
                     }
@@ -171,10 +182,10 @@ impl Worker {
         };
 
         for d in &dead {
-            self.dead_letter(&received[d.index], d).await?;
+            self.settler.dead_letter(&received[d.index], d).await?;
         }
         for r in &retry {
-            self.retry_later(&received[r.index], &r.failure).await?;
+            self.settler.retry_later(&received[r.index], &r.failure).await?;
         }
         // One increment per outcome and batch: label lookups per message add up at thousands a second.
         for outcome in [Outcome::Applied, Outcome::Stale, Outcome::Duplicate] {
@@ -198,9 +209,9 @@ impl Worker {
     /// Downloads the attachments of `ready` that are not stored yet. Messages with a transient
     /// failure leave `ready` and are returned to be retried.
     async fn fetch_attachments(&self, ready: &mut Vec<Ready>) -> (Vec<attachments::Record>, Vec<Retry>) {
-        if !self.settings.attachments.fetch {
+        let Some(attachments) = &self.attachments else {
             return (Vec::new(), Vec::new());
-        }
+        };
         let mut jobs = Vec::new();
         for (i, r) in ready.iter().enumerate() {
             for (kind, url) in attachments::wanted(&r.candidate) {
@@ -212,7 +223,7 @@ impl Worker {
         }
         // A link already stored for this candidate (a redelivery, a replay) is not fetched again.
         let ids: Vec<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
-        let stored = match self.stored_links(&ids).await {
+        let stored = match crate::store::attachments::stored_links(self.writer.pool(), &ids).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %crate::telemetry::chain(&e), "cannot read stored attachments; fetching again");
@@ -222,7 +233,7 @@ impl Worker {
         jobs.retain(|(_, id, kind, url)| !stored.contains(&(id.clone(), kind.as_str().to_owned(), url.clone())));
         let mut records = Vec::new();
         let mut failed: std::collections::BTreeMap<usize, String> = Default::default();
-        for (owner, result) in self.attachments.fetch_all(jobs).await {
+        for (owner, result) in attachments.fetch_all(jobs).await {
             match result {
                 Ok(record) => records.push(record),
                 Err(why) => {
@@ -246,17 +257,6 @@ impl Worker {
         // are not fetched again when it comes back.
         *ready = keep;
         (records, retry)
-    }
-
-    async fn stored_links(&self, ids: &[&str]) -> Result<HashSet<(String, String, String)>, DbError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT moka_id, kind, url FROM candidate_attachments WHERE moka_id = ANY($1) AND status = 'stored'",
-                &[&ids],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 }
 

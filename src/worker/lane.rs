@@ -11,21 +11,46 @@ use lapin::{
     types::FieldTable,
     Consumer,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use super::{BatchError, Worker};
-use crate::{backoff::Backoff, broker};
+use super::{outcome::BatchError, Worker};
+use crate::{backoff::Backoff, broker, telemetry};
+
+/// How every lane consumes (`worker.*`, `limits.batch_max_bytes`, `broker.reconnect_*`).
+pub struct LaneOptions {
+    pub amqp_url: SecretString,
+    pub prefetch: u16,
+    pub batch_size: usize,
+    pub batch_max_bytes: usize,
+    pub batch_wait: Duration,
+    /// Between reconnects.
+    pub reconnect: Backoff,
+}
+
+/// Why a lane lost its consumer and reconnects.
+#[derive(Debug, thiserror::Error)]
+enum LaneError {
+    #[error("{what}")]
+    Broker {
+        what: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
+    #[error(transparent)]
+    Batch(BatchError),
+}
 
 /// Runs lane `id` until `shutdown`.
 pub async fn run(worker: Arc<Worker>, id: usize, shutdown: CancellationToken) {
-    let (min, max) = worker.settings.broker.reconnect_backoff();
-    let mut backoff = Backoff::new(min, max);
+    let mut backoff = worker.lane.reconnect.clone();
     while !shutdown.is_cancelled() {
         match consume(&worker, id, &shutdown, &mut backoff).await {
             Ok(()) => break,
-            Err(e) => warn!(lane = id, error = %e, "consumer lost; reconnecting"),
+            Err(e) => warn!(lane = id, error = %telemetry::chain(&e), "consumer lost; reconnecting"),
         }
         if !backoff.wait(&shutdown).await {
             break;
@@ -39,8 +64,9 @@ async fn consume(
     id: usize,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
-) -> Result<(), String> {
-    let s = &worker.settings;
+) -> Result<(), LaneError> {
+    let s = &worker.lane;
+    let broker_err = |what| move |source| LaneError::Broker { what, source };
     // Consume only once failed messages can be moved on (retries, dead letters): otherwise the
     // first failures would bounce back to the queue and count as redeliveries.
     while !worker.publisher.is_ready() {
@@ -51,32 +77,31 @@ async fn consume(
     }
     let conn = broker::connect(s.amqp_url.expose_secret(), &format!("moka-ingest worker lane {id}"))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-    worker.topology.declare(&ch).await.map_err(|e| format!("declare: {e}"))?;
+        .map_err(broker_err("connect"))?;
+    let ch = conn.create_channel().await.map_err(broker_err("open a channel"))?;
+    worker.topology.declare(&ch).await.map_err(broker_err("declare the topology"))?;
     // Prefetch bounds what this lane holds unacknowledged (and so its memory), whatever the queue depth.
-    ch.basic_qos(s.worker.prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
+    ch.basic_qos(s.prefetch, BasicQosOptions::default()).await.map_err(broker_err("set the prefetch"))?;
     let tag = format!("{}-lane{id}", worker.name);
     // Manual acks (no_ack: false): a message is acknowledged only after its batch is committed.
     let options = BasicConsumeOptions { no_ack: false, ..Default::default() };
     let mut consumer = ch
         .basic_consume(&worker.topology.queue, &tag, options, FieldTable::default())
         .await
-        .map_err(|e| format!("consume: {e}"))?;
+        .map_err(broker_err("consume"))?;
     worker.lanes_up.fetch_add(1, Ordering::Relaxed);
     backoff.reset();
     info!(lane = id, "consuming");
 
-    let batch_wait = Duration::from_millis(s.worker.batch_wait_ms);
     let result = loop {
         let batch = tokio::select! {
-            b = collect(&mut consumer, s.worker.batch_size, s.limits.batch_max_bytes, batch_wait) => b,
+            b = collect(&mut consumer, s.batch_size, s.batch_max_bytes, s.batch_wait) => b,
             _ = shutdown.cancelled() => break Ok(()),
         };
         let batch = match batch {
-            Ok(b) if b.is_empty() => break Err("the broker cancelled the consumer".to_string()),
+            Ok(b) if b.is_empty() => break Err(LaneError::Cancelled),
             Ok(b) => b,
-            Err(e) => break Err(e.to_string()),
+            Err(source) => break Err(LaneError::Broker { what: "receive", source }),
         };
         // Test builds only: a lane that fails outside the per-message panic guard.
         #[cfg(feature = "fault-injection")]
@@ -87,10 +112,10 @@ async fn consume(
         // waiting for the database, then it is left to be redelivered).
         let first = batch[0].properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
         let span = tracing::info_span!("batch", lane = id, messages = batch.len(), first_message_id = %first);
-        match worker.process_deliveries(&batch, shutdown).instrument(span).await {
+        match worker.batches.process_deliveries(&batch, shutdown).instrument(span).await {
             Ok(()) => {}
             Err(BatchError::Shutdown) => break Ok(()),
-            Err(e @ BatchError::Broker { .. }) => break Err(crate::telemetry::chain(&e)),
+            Err(e @ BatchError::Broker { .. }) => break Err(LaneError::Batch(e)),
         }
     };
     worker.lanes_up.fetch_sub(1, Ordering::Relaxed);

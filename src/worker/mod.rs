@@ -1,11 +1,17 @@
 //! The worker: consumes submissions, validates and normalizes them, fetches their attachments,
 //! writes them to PostgreSQL in batches, and acknowledges only after the commit. What fails
-//! for a moment is retried later through delay queues ([`retry`]); what cannot succeed goes to the
-//! dead-letter queue with its reason ([`dead_letter`]).
+//! for a moment is retried later through delay queues; what cannot succeed goes to the
+//! dead-letter queue with its reason.
 //!
-//! Modules: [`lane`] (one consumer and its batch loop), [`batch`] (one batch: guard against
-//! poison messages, validate, fetch, write, settle), [`write`] (the database write with in-place
-//! retries), [`retry`] and [`dead_letter`] (where failed messages go), [`attachments`].
+//! This file starts a worker: it builds the parts from their own settings sections and runs the
+//! lanes. One job per module:
+//! - [`lane`]: one consumer, its connection and its batch loop;
+//! - [`batch`]: one batch, from delivery to acknowledgement (poison guard, validate, fetch, write, settle);
+//! - [`outcome`]: what a batch decides for each message (stored, retried, dead), in one place;
+//! - [`write`]: the database write, with in-place retries and isolation of refused messages;
+//! - [`settle`]: where a failed message goes: its delay queue or the dead-letter queue;
+//! - [`failure`]: why a message failed and whether trying again can help;
+//! - [`attachments`]: downloading and storing the files a submission links to.
 //!
 //! Each of `worker.concurrency` lanes has its own broker connection, so one lane's slow batch
 //! doesn't stall the others. Any number of worker processes can consume the same queue
@@ -13,10 +19,10 @@
 
 pub mod attachments;
 mod batch;
-mod dead_letter;
 pub mod failure;
 mod lane;
-mod retry;
+mod outcome;
+mod settle;
 mod write;
 
 use std::{
@@ -27,9 +33,7 @@ use std::{
     time::Duration,
 };
 
-use deadpool_postgres::Pool;
 use futures_util::{stream::FuturesUnordered, StreamExt};
-use lapin::message::Delivery;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -37,17 +41,15 @@ use tracing::{error, info, warn};
 use crate::{
     backoff::Backoff,
     broker::{
-        envelope::{Envelope, EnvelopeError, Meta},
-        headers::History,
         publisher::{Publisher, PublisherOptions},
         topology::Topology,
     },
-    config::Settings,
-    domain::candidate::Candidate,
+    config::{RetrySettings, Settings},
     health,
     store::{self, DbError},
 };
-use failure::Failure;
+use batch::Batches;
+use lane::LaneOptions;
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,17 +62,17 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
 }
 
-/// State shared by the lanes of one worker process.
-pub struct Worker {
-    settings: Settings,
+/// What the lanes of one worker process share.
+struct Worker {
+    batches: Batches,
+    lane: LaneOptions,
     topology: Topology,
-    pool: Pool,
     /// Publishes dead letters and retries (confirmed before the original is acknowledged).
     publisher: Arc<Publisher>,
-    attachments: attachments::Attachments,
-    /// `host:pid`, recorded in dead letters.
+    /// `host:pid`, in consumer tags.
     name: String,
-    /// Lanes currently consuming.
+    /// Lanes wanted (`worker.concurrency`) and currently consuming.
+    lanes: usize,
     lanes_up: AtomicUsize,
 }
 
@@ -93,65 +95,6 @@ pub enum WorkerError {
     },
 }
 
-/// A message ready to be stored.
-struct Ready {
-    /// Its position in the batch.
-    index: usize,
-    meta: Meta,
-    payload: String,
-    candidate: Candidate,
-    attempts: i32,
-}
-
-/// A message that will be dead-lettered.
-struct Dead {
-    index: usize,
-    meta: Option<Meta>,
-    failure: Failure,
-    attempts: i32,
-}
-
-/// A message that failed for now and will be retried after a delay.
-struct Retry {
-    index: usize,
-    failure: Failure,
-}
-
-/// A delivery, read once when it arrives: its envelope (or why it is not one) and what its
-/// headers say about earlier attempts. The rest of the worker passes this along instead of
-/// reading the delivery again.
-struct Received<'a> {
-    delivery: &'a Delivery,
-    history: History,
-    /// The envelope; its payload is taken (left empty) when the message becomes [`Ready`].
-    envelope: Result<Envelope, EnvelopeError>,
-}
-
-impl<'a> Received<'a> {
-    fn read(delivery: &'a Delivery) -> Received<'a> {
-        Received {
-            delivery,
-            history: History::read(&delivery.properties),
-            envelope: Envelope::from_delivery(&delivery.properties, &delivery.data),
-        }
-    }
-
-    fn meta(&self) -> Option<&Meta> {
-        self.envelope.as_ref().ok().map(|e| &e.meta)
-    }
-
-    /// Processing attempts so far, this one included, as the `submissions` table counts them.
-    fn attempts(&self) -> i32 {
-        i32::try_from(self.history.attempts()).unwrap_or(i32::MAX)
-    }
-
-    /// The message and candidate ids, for logs.
-    fn ids(&self) -> (String, String) {
-        let message_id = self.delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
-        (message_id, self.meta().map(|m| m.moka_id.clone()).unwrap_or_default())
-    }
-}
-
 /// Runs migrations (if configured) and starts the worker; `ops_listener` serves its /metrics,
 /// /healthz and /readyz. The worker stops when `shutdown` is cancelled, after finishing and
 /// acknowledging the batches in flight.
@@ -171,9 +114,9 @@ pub async fn spawn_with_lookup(
     lookup: Arc<dyn attachments::guard::Lookup>,
 ) -> Result<Handle, StartError> {
     if settings.worker.migrate_on_start {
-        migrate_when_reachable(settings, &shutdown).await?;
+        migrate_when_reachable(&settings.database_url, &settings.retry, &shutdown).await?;
     }
-    let topology = Topology::from_settings(settings);
+    let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
     // The worker's own publisher settings (worker.*), not the ingress's.
     let (min, max) = settings.broker.reconnect_backoff();
     let options = PublisherOptions {
@@ -182,13 +125,34 @@ pub async fn spawn_with_lookup(
         reconnect: Backoff::new(min, max),
     };
     let publisher = Publisher::new(&settings.amqp_url, topology.clone(), "moka-ingest worker", options);
+    let name = settle::worker_name();
+    let w = &settings.worker;
+    let batches = Batches {
+        writer: write::Writer::new(store::pool(&settings.database_url, w.pool_size)?, &settings.retry),
+        settler: settle::Settler::new(publisher.clone(), topology.clone(), name.clone()),
+        attachments: match settings.attachments.fetch {
+            true => Some(attachments::Attachments::with_lookup(&settings.attachments, lookup)?),
+            false => None,
+        },
+        limits: batch::payload_limits(&settings.limits),
+        timeout: Duration::from_millis(w.batch_timeout_ms),
+        delivery_limit: settings.broker.delivery_limit,
+    };
+    let lane = LaneOptions {
+        amqp_url: settings.amqp_url.clone(),
+        prefetch: w.prefetch,
+        batch_size: w.batch_size,
+        batch_max_bytes: settings.limits.batch_max_bytes,
+        batch_wait: Duration::from_millis(w.batch_wait_ms),
+        reconnect: Backoff::new(min, max),
+    };
     let worker = Arc::new(Worker {
-        settings: settings.clone(),
+        batches,
+        lane,
         topology,
-        pool: store::pool(&settings.database_url, settings.worker.pool_size)?,
         publisher: publisher.clone(),
-        attachments: attachments::Attachments::with_lookup(&settings.attachments, lookup)?,
-        name: dead_letter::worker_name(),
+        name,
+        lanes: w.concurrency,
         lanes_up: AtomicUsize::new(0),
     });
     let background_stop = CancellationToken::new();
@@ -205,7 +169,7 @@ pub async fn spawn_with_lookup(
 
     // The lanes stop on shutdown, or when one of them fails: then the others are stopped too.
     let lanes_stop = shutdown.child_token();
-    let mut lanes: FuturesUnordered<_> = (0..settings.worker.concurrency)
+    let mut lanes: FuturesUnordered<_> = (0..worker.lanes)
         .map(|i| {
             let lane = tokio::spawn(lane::run(worker.clone(), i, lanes_stop.clone()));
             async move { (i, lane.await) }
@@ -225,7 +189,7 @@ pub async fn spawn_with_lookup(
         }
         background_stop.cancel();
         let _ = tokio::join!(publisher_task, depth_task, ops_task);
-        worker.pool.close();
+        worker.batches.writer.pool().close();
         info!("worker stopped");
         failed.map_or(Ok(()), Err)
     });
@@ -235,8 +199,8 @@ pub async fn spawn_with_lookup(
 impl Worker {
     fn readiness(&self) -> Result<(), String> {
         let up = self.lanes_up.load(Ordering::Relaxed);
-        if up < self.settings.worker.concurrency {
-            return Err(format!("{up} of {} consumers connected", self.settings.worker.concurrency));
+        if up < self.lanes {
+            return Err(format!("{up} of {} consumers connected", self.lanes));
         }
         if !self.publisher.is_ready() {
             return Err("publisher (retries, dead letters) not connected".into());
@@ -260,11 +224,15 @@ async fn watch_dead_letter_depth(worker: Arc<Worker>, stop: CancellationToken) {
 
 /// Migrates, waiting for the database if it is not up yet (a worker started before its
 /// database should wait, not crash-loop).
-async fn migrate_when_reachable(settings: &Settings, shutdown: &CancellationToken) -> Result<(), DbError> {
-    let (min, max) = settings.retry.db_backoff();
+async fn migrate_when_reachable(
+    database_url: &secrecy::SecretString,
+    retry: &RetrySettings,
+    shutdown: &CancellationToken,
+) -> Result<(), DbError> {
+    let (min, max) = retry.db_backoff();
     let mut backoff = Backoff::new(min, max);
     loop {
-        match store::migrate::run(&settings.database_url).await {
+        match store::migrate::run(database_url).await {
             Err(e) if e.is_transient() => {
                 warn!(error = %crate::telemetry::chain(&e), "cannot migrate yet; retrying");
                 if !backoff.wait(shutdown).await {
@@ -274,18 +242,4 @@ async fn migrate_when_reachable(settings: &Settings, shutdown: &CancellationToke
             other => return other.map(|_| ()),
         }
     }
-}
-
-/// Why a batch was left unacknowledged (it will be redelivered).
-#[derive(Debug, thiserror::Error)]
-pub enum BatchError {
-    /// Acknowledging, or moving a failed message on, did not work: the lane reconnects.
-    #[error("{what}")]
-    Broker {
-        what: &'static str,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync + 'static>,
-    },
-    #[error("shutting down")]
-    Shutdown,
 }

@@ -7,16 +7,20 @@
 //! committed at this same attempt. Isolation ends the batch's write: there is no second pass that
 //! could be refused again, so no loop that spins on a fault it cannot place.
 
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::{
     attachments,
     failure::{Failure, FailureKind},
-    BatchError, Dead, Ready, Worker,
+    outcome::{BatchError, Dead, Ready},
 };
 use crate::{
     backoff::Backoff,
+    config::RetrySettings,
     store::{
         self,
         candidates::{DeadRecord, Item, Outcome},
@@ -25,26 +29,42 @@ use crate::{
     telemetry,
 };
 
-/// The result of [`Worker::store`].
-pub(super) enum Stored {
+/// Writes batches to PostgreSQL, tuned by `retry.db_*`.
+pub struct Writer {
+    pool: Pool,
+    /// Tries of one write while the database is unavailable (`retry.db_attempts`).
+    attempts: u32,
+    backoff: (Duration, Duration),
+}
+
+/// The result of [`Writer::store`].
+pub enum Stored {
     /// Committed; one outcome per message left in `ready`.
     Written(Vec<Outcome>),
     /// The database stayed unavailable through `retry.db_attempts` tries.
     Unavailable(DbError),
 }
 
-impl Worker {
+impl Writer {
+    pub fn new(pool: Pool, retry: &RetrySettings) -> Writer {
+        Writer { pool, attempts: retry.db_attempts.max(1), backoff: retry.db_backoff() }
+    }
+
+    /// The pool, for the reads that go with a batch (attachments already stored).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Writes the batch, trying again in place (with short backoff) while the database is
     /// unavailable, up to `retry.db_attempts` times. Messages the database refuses move to `dead`.
-    pub(super) async fn store(
+    pub async fn store(
         &self,
         ready: &mut Vec<Ready>,
         records: &[attachments::Record],
         dead: &mut Vec<Dead>,
         shutdown: &CancellationToken,
     ) -> Result<Stored, BatchError> {
-        let (min, max) = self.settings.retry.db_backoff();
-        let mut backoff = Backoff::new(min, max);
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
         let mut failures = 0;
         loop {
             let e = match self.write(ready, records, dead).await {
@@ -62,7 +82,7 @@ impl Worker {
             };
             failures += 1;
             metrics::counter!("moka_worker_db_errors_total").increment(1);
-            if failures >= self.settings.retry.db_attempts.max(1) {
+            if failures >= self.attempts {
                 warn!(error = %telemetry::chain(&e), "database unavailable; moving the batch to the delay queues");
                 return Ok(Stored::Unavailable(e));
             }
@@ -122,7 +142,7 @@ impl Worker {
     }
 
     /// One transaction: candidates, children, attachments, submissions (and dead records).
-    pub(super) async fn write(
+    pub async fn write(
         &self,
         ready: &[Ready],
         records: &[attachments::Record],

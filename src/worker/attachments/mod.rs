@@ -112,7 +112,11 @@ impl Attachments {
         };
         match self.downloader.fetch(&record.url).await {
             Ok(f) => {
-                let key = self.blobs.put_file(&f.tmp_path, &f.sha256, f.size).await.map_err(|e| e.to_string())?;
+                let key = self
+                    .blobs
+                    .put_file(&f.tmp_path, &f.sha256, f.size)
+                    .await
+                    .map_err(|e| crate::telemetry::chain(&e))?;
                 debug!(size = f.size, content_type = %f.content_type, "attachment stored");
                 metrics::counter!("moka_worker_attachments_total", "outcome" => "stored").increment(1);
                 metrics::histogram!("moka_worker_attachment_seconds").record(started.elapsed().as_secs_f64());

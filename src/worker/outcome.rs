@@ -1,0 +1,102 @@
+//! The message outcomes, in one place: a delivery as it was read ([`Received`]), and what a batch
+//! decides for each message: stored ([`Ready`]), retried later ([`Retry`]) or dead ([`Dead`]).
+//! [`BatchError`] is why a whole batch is left unacknowledged, to be redelivered.
+
+use lapin::message::Delivery;
+
+use super::failure::Failure;
+use crate::{
+    broker::{
+        envelope::{Envelope, EnvelopeError},
+        headers::History,
+    },
+    domain::{candidate::Candidate, submission::Meta},
+};
+
+/// A delivery, read once when it arrives: its envelope (or why it is not one) and what its
+/// headers say about earlier attempts. The rest of the worker passes this along instead of
+/// reading the delivery again.
+pub struct Received<'a> {
+    pub delivery: &'a Delivery,
+    pub history: History,
+    /// The envelope; its payload is taken (left empty) when the message becomes [`Ready`].
+    pub envelope: Result<Envelope, EnvelopeError>,
+}
+
+impl<'a> Received<'a> {
+    pub fn read(delivery: &'a Delivery) -> Received<'a> {
+        Received {
+            delivery,
+            history: History::read(&delivery.properties),
+            envelope: Envelope::from_delivery(&delivery.properties, &delivery.data),
+        }
+    }
+
+    pub fn meta(&self) -> Option<&Meta> {
+        self.envelope.as_ref().ok().map(|e| &e.meta)
+    }
+
+    /// Processing attempts so far, this one included, as the `submissions` table counts them.
+    pub fn attempts(&self) -> i32 {
+        i32::try_from(self.history.attempts()).unwrap_or(i32::MAX)
+    }
+
+    /// The message and candidate ids, for logs.
+    pub fn ids(&self) -> (String, String) {
+        let message_id = self.delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
+        (message_id, self.meta().map(|m| m.moka_id.clone()).unwrap_or_default())
+    }
+}
+
+/// A message ready to be stored.
+pub struct Ready {
+    /// Its position in the batch.
+    pub index: usize,
+    pub meta: Meta,
+    pub payload: String,
+    pub candidate: Candidate,
+    pub attempts: i32,
+}
+
+/// A message that will be dead-lettered.
+pub struct Dead {
+    pub index: usize,
+    pub meta: Option<Meta>,
+    pub failure: Failure,
+    pub attempts: i32,
+}
+
+impl Dead {
+    /// A transient failure with no retry left (the message at `index` of the batch): dead, saying so.
+    pub fn exhausted(index: usize, received: &Received<'_>, mut failure: Failure) -> Dead {
+        failure.transient = false;
+        failure.message = format!("gave up after {} retries: {}", received.history.retries, failure.message);
+        Dead { index, meta: received.meta().cloned(), failure, attempts: received.attempts() }
+    }
+}
+
+/// A message that failed for now and will be retried after a delay.
+pub struct Retry {
+    pub index: usize,
+    pub failure: Failure,
+}
+
+/// Where a message with a transient failure goes next.
+pub enum Next {
+    Retry(Retry),
+    Dead(Dead),
+}
+
+/// Why a batch was left unacknowledged (it will be redelivered).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Acknowledging, or moving a failed message on, did not work: the lane reconnects.
+    #[error("{what}")]
+    Broker {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    #[error("shutting down")]
+    Shutdown,
+}
