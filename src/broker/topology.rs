@@ -38,10 +38,19 @@ pub struct Topology {
     pub delivery_limit: u32,
     /// The retry schedule; one delay queue per step.
     pub retry_delays: Vec<Duration>,
+    /// Download jobs (published to the default exchange, by queue name).
+    pub downloads: String,
+    /// The download retry schedule; one delay queue per step, expiring back into `downloads`.
+    pub download_delays: Vec<Duration>,
 }
 
 impl Topology {
-    pub fn new(prefix: &str, delivery_limit: u32, retry_delays: Vec<Duration>) -> Topology {
+    pub fn new(
+        prefix: &str,
+        delivery_limit: u32,
+        retry_delays: Vec<Duration>,
+        download_delays: Vec<Duration>,
+    ) -> Topology {
         Topology {
             exchange: format!("{prefix}.submissions"),
             queue: format!("{prefix}.submissions"),
@@ -49,13 +58,31 @@ impl Topology {
             dead_queue: format!("{prefix}.dead"),
             delivery_limit,
             retry_delays,
+            downloads: format!("{prefix}.downloads"),
+            download_delays,
         }
     }
 
     /// The names under `queue_prefix`, the delivery limit of `broker.*` and the delay queues of
-    /// `retry.schedule`.
+    /// `retry.schedule` and `retry.download_schedule`.
     pub fn from_settings(prefix: &str, broker: &BrokerSettings, retry: &RetrySettings) -> Topology {
-        Topology::new(prefix, broker.delivery_limit, retry.schedule.clone())
+        Topology::new(prefix, broker.delivery_limit, retry.schedule.clone(), retry.download_schedule.clone())
+    }
+
+    /// The delay queue of download retry number `n` (0-based) and its delay, or `None` when the
+    /// schedule is used up.
+    pub fn download_retry_queue(&self, n: usize) -> Option<(String, Duration)> {
+        let delay = *self.download_delays.get(n)?;
+        Some((self.download_retry_queue_name(delay), delay))
+    }
+
+    fn download_retry_queue_name(&self, delay: Duration) -> String {
+        format!("{}.retry.{}ms", self.downloads, delay.as_millis())
+    }
+
+    /// The longest a message may wait in the delay queue of `delay` (its cap).
+    pub fn delay_cap(delay: Duration) -> Duration {
+        Self::retry_ttl(delay)
     }
 
     /// The delay queue of retry number `n` (0-based), or `None` when the schedule is used up.
@@ -120,6 +147,31 @@ impl Topology {
             );
             ch.queue_declare(&self.retry_queue_name(*delay), durable_queue(), args).await?;
         }
+
+        // Downloads: a download that keeps crashing the worker is dead-lettered by the broker too.
+        let mut args = quorum_args();
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
+        );
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dead_exchange.clone().into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(DEAD_KEY.into()));
+        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        ch.queue_declare(&self.downloads, durable_queue(), args).await?;
+        for delay in &self.download_delays {
+            let mut args = quorum_args();
+            // Expired jobs go back to the downloads queue (through the default exchange).
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(self.downloads.clone().into()));
+            args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(i64::try_from(Self::retry_ttl(*delay).as_millis()).unwrap_or(i64::MAX)),
+            );
+            ch.queue_declare(&self.download_retry_queue_name(*delay), durable_queue(), args).await?;
+        }
         Ok(())
     }
 
@@ -129,6 +181,10 @@ impl Topology {
         ch.queue_delete(&self.dead_queue, QueueDeleteOptions::default()).await?;
         for delay in &self.retry_delays {
             ch.queue_delete(&self.retry_queue_name(*delay), QueueDeleteOptions::default()).await?;
+        }
+        ch.queue_delete(&self.downloads, QueueDeleteOptions::default()).await?;
+        for delay in &self.download_delays {
+            ch.queue_delete(&self.download_retry_queue_name(*delay), QueueDeleteOptions::default()).await?;
         }
         ch.exchange_delete(&self.exchange, ExchangeDeleteOptions::default()).await?;
         ch.exchange_delete(&self.dead_exchange, ExchangeDeleteOptions::default()).await?;

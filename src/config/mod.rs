@@ -161,6 +161,9 @@ pub struct RetrySettings {
     /// The delay before each retry (`10s,1m,5m` as written).
     #[serde(deserialize_with = "schedule")]
     pub schedule: Vec<Duration>,
+    /// The delay before each retry of a failed download (`retry.download_schedule`).
+    #[serde(deserialize_with = "download_schedule")]
+    pub download_schedule: Vec<Duration>,
     /// Database write attempts in place before moving a batch to the delay queues.
     pub db_attempts: u32,
     /// First wait between database attempts in place (and while waiting to migrate).
@@ -180,16 +183,25 @@ fn schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> 
     parse_schedule(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
+fn download_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    parse_named_schedule("retry.download_schedule", &String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
 /// Parses `10s,1m,500ms`; every delay must be positive.
 pub fn parse_schedule(spec: &str) -> Result<Vec<Duration>, String> {
+    parse_named_schedule("retry.schedule", spec)
+}
+
+/// As [`parse_schedule`], naming the setting `name` in its refusals.
+fn parse_named_schedule(name: &str, spec: &str) -> Result<Vec<Duration>, String> {
     spec.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| match humantime::parse_duration(s) {
             Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => Err(format!("retry.schedule entry {s:?} is not allowed: delays must be positive")),
+            Ok(_) => Err(format!("{name} entry {s:?} is not allowed: delays must be positive")),
             Err(e) => Err(format!(
-                "retry.schedule entry {s:?} is not a duration ({e}); allowed: comma-separated durations such as 10s,1m,2h"
+                "{name} entry {s:?} is not a duration ({e}); allowed: comma-separated durations such as 10s,1m,2h"
             )),
         })
         .collect()
@@ -295,8 +307,10 @@ pub struct AttachmentSettings {
     /// Deadline for one file, from connect to last byte.
     pub total_timeout_ms: u64,
     pub max_redirects: usize,
-    /// Downloads at once per batch.
+    /// Downloads in flight per worker process.
     pub concurrency: usize,
+    /// Downloads in flight per worker process to one host (politeness).
+    pub per_host: usize,
 }
 
 /// `[attachments]` as written: the backend is a name beside the settings of both backends.
@@ -313,6 +327,7 @@ struct WrittenAttachments {
     total_timeout_ms: u64,
     max_redirects: usize,
     concurrency: usize,
+    per_host: usize,
 }
 
 impl TryFrom<WrittenAttachments> for AttachmentSettings {
@@ -327,6 +342,11 @@ impl TryFrom<WrittenAttachments> for AttachmentSettings {
             "s3" => BlobBackend::S3 { bucket: w.s3_bucket },
             other => return Err(format!("attachments.backend {other:?} is not allowed: use `local` or `s3`")),
         };
+        for (name, value) in [("concurrency", w.concurrency), ("per_host", w.per_host)] {
+            if value == 0 {
+                return Err(format!("attachments.{name} must be at least 1"));
+            }
+        }
         Ok(AttachmentSettings {
             fetch: w.fetch,
             backend,
@@ -337,6 +357,7 @@ impl TryFrom<WrittenAttachments> for AttachmentSettings {
             total_timeout_ms: w.total_timeout_ms,
             max_redirects: w.max_redirects,
             concurrency: w.concurrency,
+            per_host: w.per_host,
         })
     }
 }

@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::broker::{
     self,
+    download::Job,
     envelope::Envelope,
     headers::{self, DeadHeaders},
     topology::{Topology, SUBMISSION_KEY},
@@ -142,15 +143,20 @@ impl Dlq {
         Ok(held)
     }
 
-    /// Republishes `held` to the submission exchange with a fresh attempt count, and removes the
-    /// dead copy once the broker confirmed the new one.
+    /// Republishes `held` where it came from (a submission to the submission exchange, a
+    /// download to the downloads queue) with a fresh attempt count, and removes the dead copy
+    /// once the broker confirmed the new one.
     pub async fn replay(&self, held: &Held) -> Result<(), String> {
         let props = replay_properties(&held.raw.delivery.properties);
+        let (exchange, key) = match Job::is_job(&held.raw.delivery.properties) {
+            true => ("", self.topology.downloads.as_str()),
+            false => (self.topology.exchange.as_str(), SUBMISSION_KEY),
+        };
         let confirm = self
             .ch
             .basic_publish(
-                &self.topology.exchange,
-                SUBMISSION_KEY,
+                exchange,
+                key,
                 lapin::options::BasicPublishOptions { mandatory: true, immediate: false },
                 &held.raw.delivery.data,
                 props,
@@ -161,7 +167,7 @@ impl Dlq {
             .map_err(|e| e.to_string())?;
         match confirm {
             Confirmation::Ack(None) => {}
-            Confirmation::Ack(Some(_)) => return Err("unroutable: the submission queue is not bound".into()),
+            Confirmation::Ack(Some(_)) => return Err(format!("unroutable: no queue takes {exchange:?}/{key:?}")),
             _ => return Err("the broker refused the message".into()),
         }
         self.remove(held).await
@@ -193,12 +199,15 @@ fn replay_properties(original: &BasicProperties) -> BasicProperties {
 /// `x-death` when the broker dead-lettered it (delivery limit).
 pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
     let story = DeadHeaders::read(props);
-    // A message that is not a readable envelope is shown as it is.
+    // A message that is not a readable envelope is shown as it is; a download shows its link.
     let envelope = Envelope::from_delivery(props, body).ok();
     let meta = envelope.as_ref().map(|e| &e.meta);
     let payload = match &envelope {
         Some(e) => e.payload.clone(),
         None => String::from_utf8_lossy(body).into_owned(),
+    };
+    let job_candidate = || {
+        Job::is_job(props).then(|| Job::from_body(body).ok()).flatten().and_then(|j| j.links.first().map(|l| l.moka_id.clone()))
     };
     let name =
         serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
@@ -212,7 +221,7 @@ pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
         });
     DeadMessage {
         message_id: props.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default(),
-        moka_id: meta.map(|m| m.moka_id.clone()).unwrap_or_default(),
+        moka_id: meta.map(|m| m.moka_id.clone()).or_else(job_candidate).unwrap_or_default(),
         name,
         attempts: i64::from(story.attempts),
         failed_at: story.failed_at,

@@ -3,6 +3,7 @@
 //! fields), each with its table-driven unit tests beside it; and a submission's metadata
 //! ([`submission::Meta`]), shared by the broker's envelope and the store.
 
+pub mod attachments;
 pub mod candidate;
 #[cfg(test)]
 mod corpus;

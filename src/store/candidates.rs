@@ -8,13 +8,13 @@
 //!   an older one is recorded as `stale`;
 //! - rows are locked in `moka_id` order, so concurrent batches on several workers cannot deadlock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
-use super::attachments::Record;
+use super::attachments::{self, Link};
 use super::{plan, storable, DbError};
 use crate::domain::{
     candidate::{Candidate, DateField},
@@ -114,28 +114,28 @@ ON CONFLICT (message_id) DO UPDATE SET
 WHERE submissions.outcome = 'dead'
 RETURNING message_id::text";
 
-const ATTACHMENTS_SQL: &str = "
-INSERT INTO candidate_attachments (moka_id, kind, url, status, sha256, size_bytes, content_type, file_name, storage_key, error, fetched_at)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::text[],
-                     $9::text[], $10::text[], $11::timestamptz[])
-ON CONFLICT (moka_id, kind, url) DO UPDATE SET
-    status = excluded.status, sha256 = excluded.sha256, size_bytes = excluded.size_bytes,
-    content_type = excluded.content_type, file_name = excluded.file_name, storage_key = excluded.storage_key,
-    error = excluded.error, fetched_at = excluded.fetched_at
--- A stored file is never downgraded by a later failed fetch of the same link (links expire).
-WHERE candidate_attachments.status <> 'stored' OR excluded.status = 'stored'";
+/// What a batch write did.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// One per item.
+    pub outcomes: Vec<Outcome>,
+    /// The links still to download of the candidates this batch applied or had applied before
+    /// (a redelivery whose downloads may never have been queued).
+    pub pending: Vec<Link>,
+}
 
-/// Writes `items`, their `attachments` and `dead` in the transaction `tx` (the caller commits).
-/// Returns one outcome per item.
+/// Writes `items` and `dead` in the transaction `tx` (the caller commits). With `track_links`,
+/// each applied candidate's links become `pending` rows of `candidate_attachments`.
 ///
-/// Three round trips whatever the batch size: the upsert, then the child rows and the
-/// `submissions` rows pipelined (tokio-postgres sends them back to back, in order), then COMMIT.
+/// Four round trips whatever the batch size: the upsert, then the child rows, the attachment
+/// rows and the `submissions` rows pipelined (tokio-postgres sends them back to back, in order),
+/// the pending links, then COMMIT.
 pub async fn write(
     tx: &Transaction<'_>,
     items: &[Item<'_>],
-    attachments: &[Record],
+    track_links: bool,
     dead: &[DeadRecord<'_>],
-) -> Result<Vec<Outcome>, DbError> {
+) -> Result<Written, DbError> {
     // Keyed by the candidate's normalized id, the one its row is written under: two payloads
     // whose ids differ only in surrounding spaces are the same candidate.
     let keys: Vec<plan::Key> = items
@@ -170,10 +170,17 @@ pub async fn write(
         }
         insert_children(tx, items, &applied_items).await
     };
+    let (applied_ids, links): (Vec<&str>, Vec<Link>) = match track_links {
+        true => (
+            applied_items.iter().map(|w| items[*w].candidate.moka_id.as_str()).collect(),
+            applied_items.iter().flat_map(|w| crate::domain::attachments::links(items[*w].candidate)).collect(),
+        ),
+        false => Default::default(),
+    };
     let (_, recorded, _) = tokio::try_join!(
         replace_children,
         record_submissions(tx, items, &outcomes, dead),
-        record_attachments(tx, attachments)
+        attachments::record_pending(tx, &applied_ids, &links)
     )?;
     for (i, item) in items.iter().enumerate() {
         if outcomes[i] != Outcome::Duplicate && !recorded.contains(&item.meta.message_id.to_string()) {
@@ -181,7 +188,19 @@ pub async fn write(
             outcomes[i] = Outcome::Duplicate;
         }
     }
-    Ok(outcomes)
+    let pending = match track_links {
+        true => {
+            let ids: HashSet<&str> = items
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| **o != Outcome::Stale)
+                .map(|(i, _)| i.candidate.moka_id.as_str())
+                .collect();
+            attachments::pending(tx, &ids.into_iter().collect::<Vec<_>>()).await?
+        }
+        false => Vec::new(),
+    };
+    Ok(Written { outcomes, pending })
 }
 
 /// Upserts the winners; returns the ids that applied, and those of them that already existed.
@@ -401,37 +420,4 @@ async fn record_submissions(
     let rows =
         tx.query(&stmt, &[&message_id, &moka_id, &access_key, &tonce, &received, &outcome, &attempts, &error]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-async fn record_attachments(tx: &Transaction<'_>, records: &[Record]) -> Result<(), DbError> {
-    // One row per (candidate, kind, URL): the same link in two messages of a batch is written once,
-    // preferring a stored copy.
-    let mut unique: HashMap<(&str, &str, &str), &Record> = HashMap::new();
-    for r in records {
-        let slot = unique.entry((r.moka_id.as_str(), r.kind.as_str(), r.url.as_str())).or_insert(r);
-        if r.stored && !slot.stored {
-            *slot = r;
-        }
-    }
-    if unique.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<&Record> = unique.into_values().collect();
-    let col = |f: fn(&Record) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<Option<String>>>();
-    let moka_id: Vec<&str> = rows.iter().map(|r| r.moka_id.as_str()).collect();
-    let kind: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-    let url: Vec<&str> = rows.iter().map(|r| r.url.as_str()).collect();
-    let status: Vec<&str> = rows.iter().map(|r| if r.stored { "stored" } else { "failed" }).collect();
-    let size: Vec<Option<i64>> = rows.iter().map(|r| r.size_bytes).collect();
-    let fetched: Vec<DateTime<Utc>> = rows.iter().map(|r| r.fetched_at).collect();
-    let (sha, ctype, name, key, error) = (
-        col(|r| r.sha256.clone()),
-        col(|r| r.content_type.clone()),
-        col(|r| r.file_name.clone()),
-        col(|r| r.storage_key.clone()),
-        col(|r| r.error.clone()),
-    );
-    let stmt = tx.prepare_cached(ATTACHMENTS_SQL).await?;
-    tx.execute(&stmt, &[&moka_id, &kind, &url, &status, &sha, &size, &ctype, &name, &key, &error, &fetched]).await?;
-    Ok(())
 }

@@ -6,7 +6,7 @@
 //! timeout; a segment that fails that way is returned to the queue, whose delivery limit finally
 //! dead-letters the poison message.
 
-use std::{collections::HashSet, panic::AssertUnwindSafe, time::Duration};
+use std::{panic::AssertUnwindSafe, time::Duration};
 
 use chrono::Datelike;
 use futures_util::FutureExt;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::{
-    attachments::{self, Attachments},
+    attachments::jobs::JobQueue,
     failure::{Failure, FailureKind},
     outcome::{BatchError, Dead, Next, Ready, Received, Retry},
     settle::Settler,
@@ -24,15 +24,15 @@ use super::{
 use crate::{
     config::LimitSettings,
     domain::{candidate, limits::Limits},
-    store::candidates::Outcome,
+    store::candidates::{Outcome, Written},
 };
 
 /// Processes the batches of every lane of a worker process.
 pub struct Batches {
     pub writer: Writer,
     pub settler: Settler,
-    /// `None` when `attachments.fetch` is off.
-    pub attachments: Option<Attachments>,
+    /// Queues the downloads of committed candidates; `None` when `attachments.fetch` is off.
+    pub jobs: Option<JobQueue>,
     pub limits: Limits,
     /// Longest one segment may take before it is returned as possibly poisonous (`worker.batch_timeout_ms`).
     pub timeout: Duration,
@@ -114,7 +114,7 @@ impl Batches {
             ),
         );
         let dead = [Dead { index: 0, meta: Some(meta.clone()), failure, attempts: received.attempts() }];
-        if let Err(e) = self.writer.write(&[], &[], &dead).await {
+        if let Err(e) = self.writer.write(&[], &dead).await {
             warn!(error = %crate::telemetry::chain(&e), "cannot pre-record a possibly poisonous message");
         }
     }
@@ -154,18 +154,9 @@ impl Batches {
         }
         let received = &*received;
 
-        // Attachments first: a message whose files cannot be fetched right now is retried whole.
-        let (records, mut retry) = self.fetch_attachments(&mut ready).await;
-        // Retries used up: those go to the dead-letter queue (and are recorded with the batch).
-        for r in std::mem::take(&mut retry) {
-            match self.settler.next(r.index, &received[r.index], r.failure) {
-                Next::Retry(r) => retry.push(r),
-                Next::Dead(d) => dead.push(d),
-            }
-        }
-
-        let outcomes = match self.writer.store(&mut ready, &records, &mut dead, shutdown).await? {
-            Stored::Written(outcomes) => outcomes,
+        let mut retry: Vec<Retry> = Vec::new();
+        let written = match self.writer.store(&mut ready, &mut dead, shutdown).await? {
+            Stored::Written(written) => written,
             Stored::Unavailable(e) => {
                 // The database stayed away: everything waits in the delay queues instead.
                 // Those whose schedule is used up are dead, reason `database`. (Their `submissions`
@@ -177,9 +168,18 @@ impl Batches {
                         Next::Dead(d) => dead.push(d),
                     }
                 }
-                Vec::new()
+                Written::default()
             }
         };
+        // The files follow: their downloads are queued before the batch is acknowledged.
+        if let Some(jobs) = &self.jobs {
+            if !written.pending.is_empty() {
+                jobs.enqueue(&written.pending)
+                    .await
+                    .map_err(|e| BatchError::Broker { what: "queueing the downloads failed", source: e.into() })?;
+            }
+        }
+        let outcomes = written.outcomes;
 
         for d in &dead {
             self.settler.dead_letter(&received[d.index], d).await?;
@@ -204,59 +204,6 @@ impl Batches {
             .map_err(|e| BatchError::Broker { what: "ack failed", source: e.into() })?;
         metrics::histogram!("moka_worker_batch_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
-    }
-
-    /// Downloads the attachments of `ready` that are not stored yet. Messages with a transient
-    /// failure leave `ready` and are returned to be retried.
-    async fn fetch_attachments(&self, ready: &mut Vec<Ready>) -> (Vec<attachments::Record>, Vec<Retry>) {
-        let Some(attachments) = &self.attachments else {
-            return (Vec::new(), Vec::new());
-        };
-        let mut jobs = Vec::new();
-        for (i, r) in ready.iter().enumerate() {
-            for (kind, url) in attachments::wanted(&r.candidate) {
-                jobs.push((i, r.candidate.moka_id.clone(), kind, url));
-            }
-        }
-        if jobs.is_empty() {
-            return (Vec::new(), Vec::new());
-        }
-        // A link already stored for this candidate (a redelivery, a replay) is not fetched again.
-        let ids: Vec<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
-        let stored = match crate::store::attachments::stored_links(self.writer.pool(), &ids).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %crate::telemetry::chain(&e), "cannot read stored attachments; fetching again");
-                HashSet::new()
-            }
-        };
-        jobs.retain(|(_, id, kind, url)| !stored.contains(&(id.clone(), kind.as_str().to_owned(), url.clone())));
-        let mut records = Vec::new();
-        let mut failed: std::collections::BTreeMap<usize, String> = Default::default();
-        for (owner, result) in attachments.fetch_all(jobs).await {
-            match result {
-                Ok(record) => records.push(record),
-                Err(why) => {
-                    failed.entry(owner).or_insert(why);
-                }
-            }
-        }
-        let mut retry = Vec::new();
-        let mut keep = Vec::with_capacity(ready.len());
-        for (i, r) in ready.drain(..).enumerate() {
-            match failed.remove(&i) {
-                Some(why) => {
-                    let failure =
-                        Failure { kind: FailureKind::Attachment, transient: true, message: why, fields: Vec::new() };
-                    retry.push(Retry { index: r.index, failure });
-                }
-                None => keep.push(r),
-            }
-        }
-        // The records of a retried message are written all the same: its files that did arrive
-        // are not fetched again when it comes back.
-        *ready = keep;
-        (records, retry)
     }
 }
 

@@ -33,7 +33,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{stream::FuturesUnordered, StreamExt};
+use futures_util::{stream::FuturesUnordered, FutureExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -48,6 +48,7 @@ use crate::{
     health,
     store::{self, DbError},
 };
+use attachments::{consumer::Downloads, hosts::Hosts, jobs::JobQueue, results::Results};
 use batch::Batches;
 use lane::LaneOptions;
 
@@ -74,6 +75,8 @@ struct Worker {
     /// Lanes wanted (`worker.concurrency`) and currently consuming.
     lanes: usize,
     lanes_up: AtomicUsize,
+    /// The download consumer (`attachments.fetch`).
+    downloads: Option<Arc<Downloads>>,
 }
 
 /// A running worker (tests and `all`).
@@ -87,9 +90,10 @@ pub struct Handle {
 /// Why a worker stopped without being asked to.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("consumer lane {lane} panicked; the worker stopped (to be restarted)")]
+    #[error("consumer {lane} panicked; the worker stopped (to be restarted)")]
     LanePanicked {
-        lane: usize,
+        /// `lane 0`, `lane 1`, …, or `downloads`.
+        lane: String,
         #[source]
         source: tokio::task::JoinError,
     },
@@ -127,13 +131,34 @@ pub async fn spawn_with_lookup(
     let publisher = Publisher::new(&settings.amqp_url, topology.clone(), "moka-ingest worker", options);
     let name = settle::worker_name();
     let w = &settings.worker;
+    let a = &settings.attachments;
+    let pool = store::pool(&settings.database_url, w.pool_size)?;
+    let background_stop = CancellationToken::new();
+    let (downloads, results_task) = if a.fetch {
+        let (results, task) = Results::start(pool.clone(), settings.retry.db_backoff(), background_stop.clone());
+        let downloads = Downloads {
+            attachments: attachments::Attachments::with_lookup(a, lookup)?,
+            hosts: Arc::new(Hosts::new(a.per_host)),
+            slots: Arc::new(tokio::sync::Semaphore::new(a.concurrency)),
+            results,
+            publisher: publisher.clone(),
+            topology: topology.clone(),
+            pool: pool.clone(),
+            amqp_url: settings.amqp_url.clone(),
+            // Jobs hold up to 256 links: this many jobs keep every download slot busy.
+            prefetch: u16::try_from(a.concurrency.div_ceil(2).clamp(8, 1024)).unwrap_or(1024),
+            reconnect: Backoff::new(min, max),
+            name: name.clone(),
+            up: Default::default(),
+        };
+        (Some(Arc::new(downloads)), Some(task))
+    } else {
+        (None, None)
+    };
     let batches = Batches {
-        writer: write::Writer::new(store::pool(&settings.database_url, w.pool_size)?, &settings.retry),
+        writer: write::Writer::new(pool, &settings.retry, a.fetch),
         settler: settle::Settler::new(publisher.clone(), topology.clone(), name.clone()),
-        attachments: match settings.attachments.fetch {
-            true => Some(attachments::Attachments::with_lookup(&settings.attachments, lookup)?),
-            false => None,
-        },
+        jobs: a.fetch.then(|| JobQueue::new(publisher.clone(), &topology)),
         limits: batch::payload_limits(&settings.limits),
         timeout: Duration::from_millis(w.batch_timeout_ms),
         delivery_limit: settings.broker.delivery_limit,
@@ -154,8 +179,8 @@ pub async fn spawn_with_lookup(
         name,
         lanes: w.concurrency,
         lanes_up: AtomicUsize::new(0),
+        downloads,
     });
-    let background_stop = CancellationToken::new();
     let publisher_task = tokio::spawn(publisher.run(background_stop.clone()));
     let depth_task = tokio::spawn(watch_dead_letter_depth(worker.clone(), background_stop.clone()));
 
@@ -172,16 +197,20 @@ pub async fn spawn_with_lookup(
     let mut lanes: FuturesUnordered<_> = (0..worker.lanes)
         .map(|i| {
             let lane = tokio::spawn(lane::run(worker.clone(), i, lanes_stop.clone()));
-            async move { (i, lane.await) }
+            async move { (format!("lane {i}"), lane.await) }.boxed()
         })
         .collect();
+    if let Some(downloads) = &worker.downloads {
+        let consumer = tokio::spawn(downloads.clone().run(lanes_stop.clone()));
+        lanes.push(async move { ("downloads".to_owned(), consumer.await) }.boxed());
+    }
     info!(lanes = lanes.len(), queue = %worker.topology.queue, "worker consuming");
     let task = tokio::spawn(async move {
         let mut failed = None;
         while let Some((lane, result)) = lanes.next().await {
             if let Err(source) = result {
                 if failed.is_none() {
-                    error!(lane, error = %source, "a consumer lane panicked; stopping the worker");
+                    error!(%lane, error = %source, "a consumer panicked; stopping the worker");
                     lanes_stop.cancel();
                     failed = Some(WorkerError::LanePanicked { lane, source });
                 }
@@ -189,6 +218,9 @@ pub async fn spawn_with_lookup(
         }
         background_stop.cancel();
         let _ = tokio::join!(publisher_task, depth_task, ops_task);
+        if let Some(task) = results_task {
+            let _ = task.await;
+        }
         worker.batches.writer.pool().close();
         info!("worker stopped");
         failed.map_or(Ok(()), Err)
@@ -204,6 +236,9 @@ impl Worker {
         }
         if !self.publisher.is_ready() {
             return Err("publisher (retries, dead letters) not connected".into());
+        }
+        if self.downloads.as_ref().is_some_and(|d| !d.is_up()) {
+            return Err("download consumer not connected".into());
         }
         Ok(())
     }

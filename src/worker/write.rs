@@ -2,7 +2,7 @@
 //! and isolation of the messages the database refuses.
 //!
 //! When the batch is refused for its data (a permanent SQLSTATE, see [`crate::store`]), every
-//! message is written alone, in its own transaction with its own attachment records: the ones
+//! message is written alone, in its own transaction with its own pending attachment rows: the ones
 //! refused are dead (reason `database`, the SQLSTATE in the message), their neighbours are
 //! committed at this same attempt. Isolation ends the batch's write: there is no second pass that
 //! could be refused again, so no loop that spins on a fault it cannot place.
@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::{
-    attachments,
     failure::{Failure, FailureKind},
     outcome::{BatchError, Dead, Ready},
 };
@@ -23,7 +22,7 @@ use crate::{
     config::RetrySettings,
     store::{
         self,
-        candidates::{DeadRecord, Item, Outcome},
+        candidates::{DeadRecord, Item, Written},
         DbError,
     },
     telemetry,
@@ -35,19 +34,21 @@ pub struct Writer {
     /// Tries of one write while the database is unavailable (`retry.db_attempts`).
     attempts: u32,
     backoff: (Duration, Duration),
+    /// Record each applied candidate's links as `pending` (`attachments.fetch`).
+    track_links: bool,
 }
 
 /// The result of [`Writer::store`].
 pub enum Stored {
-    /// Committed; one outcome per message left in `ready`.
-    Written(Vec<Outcome>),
+    /// Committed; one outcome per message left in `ready`, and the links to download.
+    Written(Written),
     /// The database stayed unavailable through `retry.db_attempts` tries.
     Unavailable(DbError),
 }
 
 impl Writer {
-    pub fn new(pool: Pool, retry: &RetrySettings) -> Writer {
-        Writer { pool, attempts: retry.db_attempts.max(1), backoff: retry.db_backoff() }
+    pub fn new(pool: Pool, retry: &RetrySettings, track_links: bool) -> Writer {
+        Writer { pool, attempts: retry.db_attempts.max(1), backoff: retry.db_backoff(), track_links }
     }
 
     /// The pool, for the reads that go with a batch (attachments already stored).
@@ -60,21 +61,20 @@ impl Writer {
     pub async fn store(
         &self,
         ready: &mut Vec<Ready>,
-        records: &[attachments::Record],
         dead: &mut Vec<Dead>,
         shutdown: &CancellationToken,
     ) -> Result<Stored, BatchError> {
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
         let mut failures = 0;
         loop {
-            let e = match self.write(ready, records, dead).await {
-                Ok(outcomes) => return Ok(Stored::Written(outcomes)),
+            let e = match self.write(ready, dead).await {
+                Ok(written) => return Ok(Stored::Written(written)),
                 Err(e) if e.is_transient() => e,
                 Err(e) => {
                     // Something in the batch is refused: find it by writing the messages one by one.
                     warn!(error = %telemetry::chain(&e), "batch refused by the database; writing its messages one by one");
-                    match self.isolate(ready, records, dead).await {
-                        Ok(outcomes) => return Ok(Stored::Written(outcomes)),
+                    match self.isolate(ready, dead).await {
+                        Ok(written) => return Ok(Stored::Written(written)),
                         // What was committed alone is recorded, and counts as done when tried again.
                         Err(e) => e,
                     }
@@ -93,25 +93,23 @@ impl Writer {
         }
     }
 
-    /// Writes each message alone with its attachment records, then each dead record alone.
+    /// Writes each message alone, then each dead record alone.
     /// Messages refused for their data join `dead`; the others are committed. Returns their
     /// outcomes, or the first transient error (the caller retries: what was committed is then
     /// a duplicate).
     async fn isolate(
         &self,
         ready: &mut Vec<Ready>,
-        records: &[attachments::Record],
         dead: &mut Vec<Dead>,
-    ) -> Result<Vec<Outcome>, DbError> {
-        let mut outcomes = Vec::with_capacity(ready.len());
+    ) -> Result<Written, DbError> {
+        let mut written = Written { outcomes: Vec::with_capacity(ready.len()), pending: Vec::new() };
         let mut keep = Vec::with_capacity(ready.len());
         let mut pending = std::mem::take(ready).into_iter();
         for r in pending.by_ref() {
-            let own: Vec<attachments::Record> =
-                records.iter().filter(|rec| rec.moka_id == r.candidate.moka_id).cloned().collect();
-            match self.write(std::slice::from_ref(&r), &own, &[]).await {
-                Ok(o) => {
-                    outcomes.extend(o);
+            match self.write(std::slice::from_ref(&r), &[]).await {
+                Ok(w) => {
+                    written.outcomes.extend(w.outcomes);
+                    written.pending.extend(w.pending);
                     keep.push(r);
                 }
                 Err(e @ DbError::Permanent { .. }) => {
@@ -130,7 +128,7 @@ impl Writer {
         // Dead records are made storable (see `store::storable`), so this should never refuse
         // one; if it does, the message is still in the dead-letter queue with its reason.
         for d in dead.iter() {
-            match self.write(&[], &[], std::slice::from_ref(d)).await {
+            match self.write(&[], std::slice::from_ref(d)).await {
                 Ok(_) => {}
                 Err(e @ DbError::Permanent { .. }) => {
                     error!(error = %telemetry::chain(&e), index = d.index, "cannot record a dead message in submissions")
@@ -138,16 +136,11 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
-        Ok(outcomes)
+        Ok(written)
     }
 
-    /// One transaction: candidates, children, attachments, submissions (and dead records).
-    pub async fn write(
-        &self,
-        ready: &[Ready],
-        records: &[attachments::Record],
-        dead: &[Dead],
-    ) -> Result<Vec<Outcome>, DbError> {
+    /// One transaction: candidates, children, pending attachment rows, submissions (and dead records).
+    pub async fn write(&self, ready: &[Ready], dead: &[Dead]) -> Result<Written, DbError> {
         let items: Vec<Item> = ready
             .iter()
             .map(|r| Item { meta: &r.meta, payload: &r.payload, candidate: &r.candidate, attempts: r.attempts })
@@ -160,8 +153,8 @@ impl Writer {
             .collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let outcomes = store::candidates::write(&tx, &items, records, &dead_records).await?;
+        let written = store::candidates::write(&tx, &items, self.track_links, &dead_records).await?;
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(written)
     }
 }

@@ -79,7 +79,7 @@ async fn attachments_are_stored_by_content_with_hash_type_and_name_and_fetched_o
     let body = payload("att-1", &files.url("cv.pdf"), &files.url("feedback.html"), offers);
     let meta = Meta::new("ak", helpers::now(), "att-1", Utc::now());
     broker.publish(&meta, &body).await;
-    assert_eq!(db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await, 1);
+    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 5, WAIT).await, 5);
 
     let got = rows(&db, "att-1").await;
     assert_eq!(got.len(), 5);
@@ -123,6 +123,8 @@ async fn attachments_are_stored_by_content_with_hash_type_and_name_and_fetched_o
     broker.publish(&Meta::new("ak", helpers::now() + 1, "att-1", Utc::now()), &body).await;
     assert_eq!(db.wait_count("SELECT 1 FROM submissions", 2, WAIT).await, 2);
     assert_eq!(broker.wait_depth(&broker.topology.queue, 0).await, 0);
+    assert_eq!(broker.wait_depth(&broker.topology.downloads, 0).await, 0);
+    assert_eq!(db.count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'").await, 5);
     assert_eq!((files.hits("cv.pdf"), files.hits("offer.docx"), files.hits("r1")), (1, 1, 1));
     worker.stop().await;
 }
@@ -148,6 +150,7 @@ async fn dead_links_are_recorded_as_failed_and_the_candidate_is_stored() {
         )
         .await;
     assert_eq!(db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await, 1, "the candidate is stored anyway");
+    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'failed'", 6, WAIT).await, 6);
 
     let got = rows(&db, "dead-links").await;
     let error = |url: String| {
@@ -190,7 +193,8 @@ async fn blocked_addresses_are_refused_without_connecting() {
         urls.push(format!("http://[::1]:{}/x", v6.addr.port()));
     }
     broker.publish(&Meta::new("ak", helpers::now(), "ssrf", Utc::now()), &payload("ssrf", "", "", json!(urls))).await;
-    assert_eq!(db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await, 1);
+    let n = urls.len() as i64;
+    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'failed'", n, WAIT).await, n);
     let got = rows(&db, "ssrf").await;
     assert_eq!(got.len(), urls.len());
     for r in &got {
@@ -221,7 +225,7 @@ async fn a_server_error_is_retried_and_then_stored() {
 }
 
 #[tokio::test]
-async fn an_endless_body_is_cut_at_the_deadline_and_the_message_is_kept() {
+async fn an_endless_body_is_cut_at_the_deadline_and_retried_while_the_candidate_is_already_stored() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
     let files = FileServer::start("http://127.0.0.2:1/").await;
     broker.declare().await;
@@ -233,10 +237,12 @@ async fn an_endless_body_is_cut_at_the_deadline_and_the_message_is_kept() {
             &payload("slow", &files.url("slow"), "", json!("")),
         )
         .await;
+    assert_eq!(db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await, 1, "the candidate does not wait for its file");
+    assert!(files.slow_dropped_at().is_none(), "committed while the download is still running");
+    assert_eq!(rows(&db, "slow").await[0].1, "pending");
     eventually(WAIT, "the slow download is abandoned", || async { files.slow_dropped_at().is_some() }).await;
     let took = files.slow_dropped_at().unwrap() - started;
     assert!(took < Duration::from_millis(2500), "cut at the 1 s deadline, took {took:?}");
-    assert_eq!(db.count("SELECT 1 FROM candidates").await, 0, "not stored without its resume");
     // Retried through the (short) schedule, each time cut at the deadline, then dead with its reason.
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
     let dead = broker.drain(&broker.topology.dead_queue).await;
@@ -244,5 +250,9 @@ async fn an_endless_body_is_cut_at_the_deadline_and_the_message_is_kept() {
     assert_eq!(moka_ingest::broker::headers::text(&h, "x-error-kind").as_deref(), Some("attachment"));
     assert!(moka_ingest::broker::headers::text(&h, "x-error-message").unwrap().contains("gave up after 3 retries"));
     assert_eq!(files.hits("slow"), 4, "first attempt and three retries");
+    let row = rows(&db, "slow").await.remove(0);
+    assert_eq!(row.1, "failed");
+    assert!(row.6.unwrap().contains("gave up after 3 retries"));
+    assert_eq!(db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await, 1, "the candidate is untouched");
     worker.stop().await;
 }

@@ -232,8 +232,12 @@ async fn migrations_are_safe_when_several_workers_start_at_once() {
     let runs = futures_util::future::join_all((0..4).map(|_| store::migrate::run(&settings.database_url))).await;
     let mut applied: Vec<String> = runs.into_iter().flat_map(|r| r.expect("every migrate succeeds")).collect();
     applied.sort();
-    assert_eq!(applied, ["V1__candidates", "V2__attachments"], "each migration applied exactly once");
-    assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 2);
+    assert_eq!(
+        applied,
+        ["V1__candidates", "V2__attachments", "V3__pending_attachments"],
+        "each migration applied exactly once"
+    );
+    assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 3);
 }
 
 #[tokio::test]

@@ -20,6 +20,8 @@ pub struct Limits {
     pub read_timeout: Duration,
     pub total_timeout: Duration,
     pub max_redirects: usize,
+    /// Idle connections kept per host, for reuse (the per-host download limit).
+    pub idle_per_host: usize,
 }
 
 /// A downloaded file, in a temporary file the caller moves into storage (or deletes).
@@ -44,6 +46,8 @@ pub enum FetchError {
         what: String,
         #[source]
         source: Option<Cause>,
+        /// The host's `Retry-After` (429, 503): not before then.
+        retry_after: Option<Duration>,
     },
     #[error("{what}")]
     Permanent {
@@ -58,12 +62,8 @@ impl FetchError {
         FetchError::Permanent { what: what.into(), source: None }
     }
 
-    fn transient(what: impl Into<String>) -> FetchError {
-        FetchError::Transient { what: what.into(), source: None }
-    }
-
     fn transient_from(what: &str, source: impl Into<Cause>) -> FetchError {
-        FetchError::Transient { what: what.to_owned(), source: Some(source.into()) }
+        FetchError::Transient { what: what.to_owned(), source: Some(source.into()), retry_after: None }
     }
 }
 
@@ -103,6 +103,7 @@ impl Downloader {
             .connect_timeout(limits.connect_timeout)
             .read_timeout(limits.read_timeout)
             .timeout(limits.total_timeout)
+            .pool_max_idle_per_host(limits.idle_per_host)
             .user_agent(concat!("moka-ingest/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Downloader { client, allow, limits, tmp_dir })
@@ -116,7 +117,7 @@ impl Downloader {
         let response = self.client.get(parsed).send().await.map_err(classify)?;
         let status = response.status();
         if !status.is_success() {
-            return Err(status_error(status));
+            return Err(status_error(status, response.headers()));
         }
         let hint = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let file_name = response
@@ -199,13 +200,29 @@ pub fn check_url(url: &Url, allow: &AllowList) -> Result<(), String> {
     }
 }
 
-fn status_error(status: StatusCode) -> FetchError {
+fn status_error(status: StatusCode, headers: &header::HeaderMap) -> FetchError {
     let text = format!("HTTP {status}");
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
-        FetchError::transient(text)
+        let retry_after = headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, std::time::SystemTime::now()));
+        FetchError::Transient { what: text, source: None, retry_after }
     } else {
         FetchError::permanent(text)
     }
+}
+
+/// `Retry-After`: delay seconds, or an HTTP date (a date in the past means now). Capped at a day:
+/// a host asking for more is retried through the schedule as if it had said a day.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(DAY))
 }
 
 /// Network errors are transient, except a refusal by the guard, a redirect loop or a bad URL.
@@ -285,6 +302,20 @@ fn clean_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_764_400_000);
+        assert_eq!(retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(90)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("999999999", now), Some(Duration::from_secs(86_400)));
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-1", now), None);
+    }
 
     #[test]
     fn url_checks() {

@@ -6,41 +6,44 @@
 //! `failed` row and the candidate is stored anyway; a transient one (refused, reset, timeout, 5xx,
 //! 429) fails the message as transient, so it is retried later.
 
+//! Attachments: the résumé, interview feedback and offer files a submission links to, off the
+//! candidate's path. A candidate is committed with one `pending` row per link
+//! ([`crate::store::attachments`]); the batch then queues a download job ([`jobs`]), and this
+//! module's own consumer ([`consumer`]) fetches the files, many at once but politely per host
+//! ([`hosts`]), keeps them in content-addressed storage ([`crate::store::blobs`]) and settles the
+//! rows in batches ([`results`]).
+//!
+//! A permanent failure (404, 403, over the cap, a blocked address, a bad URL) settles the row as
+//! `failed`; a transient one (refused, reset, timeout, 5xx, 429) is retried through the download
+//! delay queues, no earlier than the host's `Retry-After`, and dead-lettered (reason `attachment`)
+//! when the schedule is used up.
+
+pub mod consumer;
 pub mod fetch;
 pub mod guard;
+pub mod hosts;
+pub mod jobs;
+pub mod results;
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use futures_util::{stream, StreamExt};
-use tracing::{debug, Instrument};
+use tracing::debug;
 
 use crate::{
     config::{AttachmentSettings, BlobBackend},
-    domain::candidate::Candidate,
     store::blobs::{BlobError, Blobs},
 };
 use fetch::{Downloader, FetchError, Limits};
 use guard::{Lookup, SystemLookup};
 
-pub use crate::store::attachments::{Kind, Record};
+pub use crate::store::attachments::{Kind, Link, Record};
 
-/// The links of a candidate, in payload order, without repeats.
-pub fn wanted(c: &Candidate) -> Vec<(Kind, String)> {
-    let mut out: Vec<(Kind, String)> = Vec::new();
-    let links = c
-        .resume_url
-        .iter()
-        .map(|u| (Kind::Resume, u))
-        .chain(c.interview_feedback_url.iter().map(|u| (Kind::InterviewFeedback, u)))
-        .chain(c.offer_attachment_urls.iter().map(|u| (Kind::Offer, u)));
-    for (kind, url) in links {
-        let url = url.trim().to_owned();
-        if !url.is_empty() && !out.iter().any(|(k, u)| *k == kind && *u == url) {
-            out.push((kind, url));
-        }
-    }
-    out
+/// A download that failed for now: why, and how long the host asked us to wait.
+#[derive(Debug, Clone)]
+pub struct Transient {
+    pub why: String,
+    pub retry_after: Option<Duration>,
 }
 
 /// Why attachment handling cannot start.
@@ -52,11 +55,10 @@ pub enum SetupError {
     Client(#[from] reqwest::Error),
 }
 
-/// Downloads and stores attachments.
+/// Downloads and stores one file at a time (the consumer runs many at once).
 pub struct Attachments {
     downloader: Downloader,
     blobs: Blobs,
-    concurrency: usize,
 }
 
 impl Attachments {
@@ -76,69 +78,49 @@ impl Attachments {
             read_timeout: Duration::from_millis(settings.read_timeout_ms),
             total_timeout: Duration::from_millis(settings.total_timeout_ms),
             max_redirects: settings.max_redirects,
+            idle_per_host: settings.per_host,
         };
         let allow = settings.allow.clone();
         let downloader = Downloader::new(allow, lookup, limits, blobs.tmp_dir.clone())?;
-        Ok(Attachments { downloader, blobs, concurrency: settings.concurrency.max(1) })
+        Ok(Attachments { downloader, blobs })
     }
 
-    /// Fetches `jobs` (an owner index, the candidate id, kind, URL) at most `concurrency` at a
-    /// time. Returns, per job, the record or the transient error that must make its message retry.
-    pub async fn fetch_all(&self, jobs: Vec<(usize, String, Kind, String)>) -> Vec<(usize, Result<Record, String>)> {
-        stream::iter(jobs)
-            .map(|(owner, moka_id, kind, url)| async move {
-                let span = tracing::info_span!("attachment", %moka_id, kind = kind.as_str(), %url);
-                (owner, self.fetch_one(moka_id, kind, url).instrument(span).await)
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await
-    }
-
-    async fn fetch_one(&self, moka_id: String, kind: Kind, url: String) -> Result<Record, String> {
+    /// Downloads `link` and stores the file. `Ok`: the row's final state (`stored`, or `failed`
+    /// for a dead link); `Err`: try again later.
+    pub async fn fetch(&self, link: Link) -> Result<Record, Transient> {
         let started = std::time::Instant::now();
-        let mut record = Record {
-            moka_id,
-            kind,
-            url,
-            stored: false,
-            sha256: None,
-            size_bytes: None,
-            content_type: None,
-            file_name: None,
-            storage_key: None,
-            error: None,
-            fetched_at: Utc::now(),
-        };
-        match self.downloader.fetch(&record.url).await {
+        match self.downloader.fetch(&link.url).await {
             Ok(f) => {
-                let key = self
-                    .blobs
-                    .put_file(&f.tmp_path, &f.sha256, f.size)
-                    .await
-                    .map_err(|e| crate::telemetry::chain(&e))?;
+                let key = self.blobs.put_file(&f.tmp_path, &f.sha256, f.size).await.map_err(|e| Transient {
+                    why: crate::telemetry::chain(&e),
+                    retry_after: None,
+                })?;
                 debug!(size = f.size, content_type = %f.content_type, "attachment stored");
-                metrics::counter!("moka_worker_attachments_total", "outcome" => "stored").increment(1);
+                metrics::counter!("moka_worker_attachment_bytes_total").increment(f.size);
                 metrics::histogram!("moka_worker_attachment_seconds").record(started.elapsed().as_secs_f64());
-                record.stored = true;
-                record.sha256 = Some(f.sha256);
-                record.size_bytes = Some(f.size as i64);
-                record.content_type = Some(f.content_type);
-                record.file_name = f.file_name;
-                record.storage_key = Some(key);
-                Ok(record)
+                Ok(Record {
+                    link,
+                    stored: true,
+                    sha256: Some(f.sha256),
+                    size_bytes: i64::try_from(f.size).ok(),
+                    content_type: Some(f.content_type),
+                    file_name: f.file_name,
+                    storage_key: Some(key),
+                    error: None,
+                    fetched_at: Utc::now(),
+                })
             }
             Err(e @ FetchError::Permanent { .. }) => {
                 let why = crate::telemetry::chain(&e);
-                tracing::info!(reason = %why, "attachment failed permanently; the candidate is stored without it");
-                metrics::counter!("moka_worker_attachments_total", "outcome" => "failed").increment(1);
-                record.error = Some(why);
-                Ok(record)
+                tracing::info!(reason = %why, "attachment failed permanently; the candidate keeps the link");
+                Ok(Record::failed(link, why))
             }
             Err(e @ FetchError::Transient { .. }) => {
-                let why = crate::telemetry::chain(&e);
-                metrics::counter!("moka_worker_attachments_total", "outcome" => "transient").increment(1);
-                Err(format!("{} {}: {why}", record.kind.as_str(), record.url))
+                let retry_after = match &e {
+                    FetchError::Transient { retry_after, .. } => *retry_after,
+                    FetchError::Permanent { .. } => None,
+                };
+                Err(Transient { why: crate::telemetry::chain(&e), retry_after })
             }
         }
     }

@@ -53,7 +53,7 @@ impl TestBroker {
         let conn = broker::connect(AMQP_URL, "moka-ingest tests").await.expect("RabbitMQ on 127.0.0.1:5672");
         let ch = conn.create_channel().await.unwrap();
         let delays = moka_ingest::config::parse_schedule(schedule).unwrap();
-        TestBroker { topology: Topology::new(&prefix, 5, delays), prefix, _conn: conn, ch }
+        TestBroker { topology: Topology::new(&prefix, 5, delays.clone(), delays), prefix, _conn: conn, ch }
     }
 
     /// Messages ready in a queue.
@@ -130,6 +130,7 @@ pub fn settings(prefix: &str, extra: &[(&str, &str)]) -> Settings {
         ("retry.db_backoff_min_ms", "50"),
         ("retry.db_backoff_max_ms", "300"),
         ("retry.schedule", TEST_RETRY_SCHEDULE),
+        ("retry.download_schedule", TEST_RETRY_SCHEDULE),
     ];
     overrides.extend_from_slice(extra);
     Settings::with_overrides(&overrides).expect("test settings are valid")
@@ -387,6 +388,9 @@ impl TestBroker {
         for i in 0..self.topology.retry_delays.len() {
             n += self.depth(&self.topology.retry_queue(i).unwrap().0).await;
         }
+        for i in 0..self.topology.download_delays.len() {
+            n += self.depth(&self.topology.download_retry_queue(i).unwrap().0).await;
+        }
         n
     }
 
@@ -395,6 +399,7 @@ impl TestBroker {
     pub async fn assert_accounted(&self, db: &TestDb, sent: u32) {
         assert_eq!(self.wait_depth(&self.topology.queue, 0).await, 0, "submission queue drained");
         assert_eq!(self.retry_depth().await, 0, "nothing waiting to be retried");
+        assert_eq!(self.wait_depth(&self.topology.downloads, 0).await, 0, "downloads queue drained");
         // Queue counts trail the broker's confirms a little: poll until they settle.
         let counts = || async {
             let stored = db.count("SELECT 1 FROM submissions WHERE outcome IN ('applied', 'stale')").await as u32;

@@ -58,6 +58,7 @@ fn with_test_env(mut cmd: Command, prefix: &str, db: &TestDb, envs: &[(&str, Str
         .env("DATABASE_URL", &db.url)
         .env("MOKA_INGEST_ATTACHMENTS_DIR", super::attachments_dir(prefix))
         .env("MOKA_INGEST_RETRY__SCHEDULE", super::TEST_RETRY_SCHEDULE)
+        .env("MOKA_INGEST_RETRY__DOWNLOAD_SCHEDULE", super::TEST_RETRY_SCHEDULE)
         .kill_on_drop(true);
     for (k, v) in envs {
         cmd.env(k, v);

@@ -1,0 +1,388 @@
+//! The download consumer: takes jobs from the downloads queue on a connection of its own and
+//! downloads their links, up to `attachments.concurrency` at once in the process and
+//! `attachments.per_host` per host. A job is acknowledged once each of its links is settled
+//! (row `stored` or `failed`), in a delay queue to be retried, or dead-lettered; a crash before
+//! that redelivers it, and the links already settled are not fetched again.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use deadpool_postgres::Pool;
+use futures_util::{stream::FuturesUnordered, FutureExt, StreamExt};
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    types::FieldTable,
+    BasicProperties,
+};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use super::{
+    hosts::{host_of, Hosts},
+    results::{Results, SettleError},
+    Attachments, Link, Record, Transient,
+};
+use crate::{
+    backoff::Backoff,
+    broker::{
+        self,
+        download::Job,
+        headers::{self, DeadLetter, History},
+        publisher::Publisher,
+        topology::{Topology, DEAD_KEY},
+    },
+    store::attachments,
+    telemetry,
+};
+
+/// What the consumer needs, built by the worker from `[attachments]`, `[retry]` and `[broker]`.
+pub struct Downloads {
+    pub attachments: Attachments,
+    pub hosts: Arc<Hosts>,
+    /// Downloads in flight in this process (`attachments.concurrency`).
+    pub slots: Arc<Semaphore>,
+    pub results: Results,
+    /// Retries and dead letters (confirmed before the job is acknowledged).
+    pub publisher: Arc<Publisher>,
+    pub topology: Topology,
+    pub pool: Pool,
+    pub amqp_url: SecretString,
+    /// Jobs held unacknowledged at once.
+    pub prefetch: u16,
+    pub reconnect: Backoff,
+    /// `host:pid`, in dead letters and the consumer tag.
+    pub name: String,
+    pub up: AtomicBool,
+}
+
+/// Why the consumer lost its connection and reconnects.
+#[derive(Debug, thiserror::Error)]
+enum ConsumeError {
+    #[error("{what}")]
+    Broker {
+        what: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
+}
+
+/// How one link of a job ended.
+enum Settled {
+    /// Its row is final (stored or failed), or it was not wanted any more.
+    Done,
+    /// Try again later.
+    Later(Link, Transient),
+    /// The database refused its row.
+    Refused(Link, String),
+}
+
+impl Downloads {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Consumes until `shutdown`, reconnecting with backoff when the broker goes away. Jobs in
+    /// flight at shutdown are left unacknowledged (redelivered to the next consumer).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = self.reconnect.clone();
+        while !shutdown.is_cancelled() {
+            match self.consume(&shutdown, &mut backoff).await {
+                Ok(()) => break,
+                Err(e) => warn!(error = %telemetry::chain(&e), "download consumer lost; reconnecting"),
+            }
+            if !backoff.wait(&shutdown).await {
+                break;
+            }
+        }
+    }
+
+    async fn consume(self: &Arc<Self>, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<(), ConsumeError> {
+        let broker_err = |what| move |source| ConsumeError::Broker { what, source };
+        while !self.publisher.is_ready() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+        let conn = broker::connect(self.amqp_url.expose_secret(), "moka-ingest worker downloads")
+            .await
+            .map_err(broker_err("connect"))?;
+        let ch = conn.create_channel().await.map_err(broker_err("open a channel"))?;
+        self.topology.declare(&ch).await.map_err(broker_err("declare the topology"))?;
+        ch.basic_qos(self.prefetch, BasicQosOptions::default()).await.map_err(broker_err("set the prefetch"))?;
+        let tag = format!("{}-downloads", self.name);
+        let options = BasicConsumeOptions { no_ack: false, ..Default::default() };
+        let mut consumer = ch
+            .basic_consume(&self.topology.downloads, &tag, options, FieldTable::default())
+            .await
+            .map_err(broker_err("consume"))?;
+        self.up.store(true, Ordering::Relaxed);
+        backoff.reset();
+        info!(prefetch = self.prefetch, "consuming downloads");
+
+        let stop = shutdown.child_token();
+        let mut jobs = FuturesUnordered::new();
+        let result = loop {
+            tokio::select! {
+                next = consumer.next() => match next {
+                    None => break Err(ConsumeError::Cancelled),
+                    Some(Err(source)) => break Err(ConsumeError::Broker { what: "receive", source }),
+                    Some(Ok(delivery)) => jobs.push(tokio::spawn(self.clone().guarded(delivery, stop.clone()))),
+                },
+                Some(_) = jobs.next() => {}
+                _ = shutdown.cancelled() => break Ok(()),
+            }
+        };
+        self.up.store(false, Ordering::Relaxed);
+        // Jobs in flight are abandoned: unacknowledged, they go back to the queue when the
+        // channel closes, and their settled links are not fetched again.
+        stop.cancel();
+        for job in jobs.iter() {
+            job.abort();
+        }
+        let _ = ch.basic_cancel(&tag, BasicCancelOptions::default()).await;
+        let _ = ch.close(200, "bye").await;
+        let _ = conn.close(200, "bye").await;
+        result
+    }
+
+    /// Processes one job; a job that panics is returned to the queue (whose delivery limit
+    /// finally dead-letters a job that keeps doing so).
+    async fn guarded(self: Arc<Self>, delivery: Delivery, stop: CancellationToken) {
+        let outcome = tokio::select! {
+            r = AssertUnwindSafe(self.process(&delivery)).catch_unwind() => r,
+            _ = stop.cancelled() => return,
+        };
+        let settled = match outcome {
+            Ok(Ok(())) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Ok(Err(e)) => {
+                warn!(error = %telemetry::chain(&*e), "download job left for redelivery");
+                delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await
+            }
+            Err(_panic) => {
+                error!("download job panicked; returning it to the queue");
+                delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await
+            }
+        };
+        if let Err(e) = settled {
+            warn!(error = %e, "cannot settle a download job; it will be redelivered");
+        }
+    }
+
+    /// Downloads the wanted links of a job and settles each. `Err`: leave the job for redelivery.
+    async fn process(&self, delivery: &Delivery) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let history = History::read(&delivery.properties);
+        if history.replayed {
+            metrics::counter!("moka_worker_replayed_messages_total").increment(1);
+        }
+        let job = match Job::from_body(&delivery.data) {
+            Ok(job) => job,
+            Err(e) => {
+                let why = telemetry::chain(&e);
+                let letter = self.letter("envelope", &why, &history);
+                let props = delivery.properties.clone().with_headers(headers::dead_letter_headers(
+                    &delivery.properties,
+                    &history,
+                    &letter,
+                ));
+                self.publisher.publish(&self.topology.dead_exchange, DEAD_KEY, &delivery.data, props).await?;
+                return Ok(());
+            }
+        };
+        // Links stored meanwhile, or dropped by a newer submission, are not fetched.
+        let wanted = match self.still_wanted(&job.links).await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %telemetry::chain(&e), "cannot read the attachment rows; fetching all links of the job");
+                vec![true; job.links.len()]
+            }
+        };
+        let superseded = wanted.iter().filter(|w| !**w).count();
+        if superseded > 0 {
+            metrics::counter!("moka_worker_attachments_total", "outcome" => "superseded").increment(superseded as u64);
+        }
+        let links = job.links.into_iter().zip(wanted).filter_map(|(l, w)| w.then_some(l));
+        let settled: Vec<Settled> = links.map(|link| self.download(link)).collect::<FuturesUnordered<_>>().collect().await;
+
+        let mut later = Vec::new();
+        for s in settled {
+            match s {
+                Settled::Done => {}
+                Settled::Later(link, t) => later.push((link, t)),
+                Settled::Refused(link, why) => self.dead_link(&link, "database", &why, &history, delivery).await?,
+            }
+        }
+        if !later.is_empty() {
+            self.retry_or_give_up(later, &history, delivery).await?;
+        }
+        Ok(())
+    }
+
+    async fn still_wanted(&self, links: &[Link]) -> Result<Vec<bool>, crate::store::DbError> {
+        let client = self.pool.get().await?;
+        attachments::still_wanted(&client, links).await
+    }
+
+    /// Downloads one link (waiting for its host and a slot) and settles its row.
+    async fn download(&self, link: Link) -> Settled {
+        let host = host_of(&link.url);
+        let span = tracing::info_span!("attachment", moka_id = %link.moka_id, kind = link.kind.as_str(), url = %link.url);
+        let result = async {
+            let _host = self.hosts.acquire(&host).await;
+            let _slot = self.slots.acquire().await.expect("the download semaphore is never closed");
+            let in_flight = metrics::gauge!("moka_worker_downloads_in_flight");
+            in_flight.increment(1.0);
+            let result = self.attachments.fetch(link.clone()).await;
+            in_flight.decrement(1.0);
+            result
+        }
+        .instrument(span)
+        .await;
+        match result {
+            Ok(record) => {
+                let outcome = if record.stored { "stored" } else { "failed" };
+                match self.results.settle(record).await {
+                    Ok(()) => {
+                        metrics::counter!("moka_worker_attachments_total", "outcome" => outcome).increment(1);
+                        Settled::Done
+                    }
+                    Err(e @ SettleError::Refused(_)) => Settled::Refused(link, telemetry::chain(&e)),
+                    // Shutting down: the job is abandoned and redelivered.
+                    Err(SettleError::Shutdown) => std::future::pending().await,
+                }
+            }
+            Err(t) => {
+                if let Some(wait) = t.retry_after {
+                    self.hosts.defer(&host, wait);
+                }
+                Settled::Later(link, t)
+            }
+        }
+    }
+
+    /// Sends the links that failed for now to their next delay queue, as one job; with the
+    /// schedule used up, each is dead-lettered and its row says `failed`.
+    async fn retry_or_give_up(
+        &self,
+        later: Vec<(Link, Transient)>,
+        history: &History,
+        delivery: &Delivery,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let n = history.retries as usize;
+        let at_least = later.iter().filter_map(|(_, t)| t.retry_after).max().unwrap_or_default();
+        let Some((queue, expiration)) = retry_delay(&self.topology, n, at_least) else {
+            for (link, t) in later {
+                let why = format!("gave up after {n} retries: {}", t.why);
+                match self.results.settle(Record::failed(link.clone(), why.clone())).await {
+                    Ok(()) | Err(SettleError::Refused(_)) => {}
+                    Err(SettleError::Shutdown) => return Err("shutting down".into()),
+                }
+                metrics::counter!("moka_worker_attachments_total", "outcome" => "dead").increment(1);
+                self.dead_link(&link, "attachment", &why, history, delivery).await?;
+            }
+            return Ok(());
+        };
+        let why = later.iter().map(|(l, t)| format!("{} {}: {}", l.kind.as_str(), l.url, t.why)).collect::<Vec<_>>().join("; ");
+        let count = later.len() as u64;
+        let body = Job { links: later.into_iter().map(|(l, _)| l).collect() }.body();
+        let h = headers::retry_headers(&delivery.properties, history, "attachment", &why);
+        let props = job_properties(&delivery.properties)
+            .with_headers(h)
+            .with_expiration(expiration.as_millis().to_string().into());
+        self.publisher.publish("", &queue, &body, props).await?;
+        warn!(links = count, retry = n + 1, delay = ?expiration, reason = %why, "downloads failed for now; retrying later");
+        metrics::counter!("moka_worker_attachments_total", "outcome" => "retry").increment(count);
+        metrics::counter!("moka_worker_retries_total", "reason" => "attachment").increment(1);
+        Ok(())
+    }
+
+    /// Dead-letters one link as a job of its own (so `dlq replay` acts on it alone).
+    async fn dead_link(
+        &self,
+        link: &Link,
+        kind: &str,
+        why: &str,
+        history: &History,
+        delivery: &Delivery,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let letter = self.letter(kind, why, history);
+        let props = Job::properties().with_headers(headers::dead_letter_headers(&delivery.properties, history, &letter));
+        let body = Job { links: vec![link.clone()] }.body();
+        self.publisher.publish(&self.topology.dead_exchange, DEAD_KEY, &body, props).await?;
+        warn!(moka_id = %link.moka_id, url = %link.url, kind, reason = %why, "download dead-lettered");
+        metrics::counter!("moka_worker_dead_letters_total", "reason" => "attachment").increment(1);
+        Ok(())
+    }
+
+    fn letter<'a>(&'a self, kind: &'a str, message: &'a str, history: &History) -> DeadLetter<'a> {
+        DeadLetter { kind, message, fields: None, attempts: history.attempts(), failed_by: &self.name }
+    }
+}
+
+/// A retry job keeps the original's id (its story), typed as a job.
+fn job_properties(original: &BasicProperties) -> BasicProperties {
+    let props = Job::properties();
+    match original.message_id() {
+        Some(id) => props.with_message_id(id.clone()),
+        None => props,
+    }
+}
+
+/// The delay queue of retry `n` and the message's expiration: the step's delay with ±20% jitter,
+/// but no earlier than `at_least` (a host's `Retry-After`). A step whose queue cannot hold that
+/// long gives way to the first later step that can (or the last one, as long as it holds).
+fn retry_delay(topology: &Topology, n: usize, at_least: Duration) -> Option<(String, Duration)> {
+    let (queue, delay) = topology.download_retry_queue(n)?;
+    let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
+    let fits = |d: Duration| Topology::delay_cap(d) >= at_least;
+    if fits(delay) {
+        return Some((queue, jittered.max(at_least)));
+    }
+    let later = (n + 1..).map_while(|i| topology.download_retry_queue(i)).find(|(_, d)| fits(*d));
+    match later {
+        Some((queue, delay)) => Some((queue, delay.max(at_least))),
+        None => {
+            let (queue, delay) = (n..).map_while(|i| topology.download_retry_queue(i)).last()?;
+            Some((queue, Topology::delay_cap(delay)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(delays: &[u64]) -> Topology {
+        Topology::new("t", 5, vec![], delays.iter().map(|s| Duration::from_secs(*s)).collect())
+    }
+
+    #[test]
+    fn a_retry_waits_its_step_with_jitter_but_never_less_than_retry_after() {
+        let t = topology(&[10, 60, 600]);
+        for _ in 0..50 {
+            let (q, d) = retry_delay(&t, 0, Duration::ZERO).unwrap();
+            assert_eq!(q, "t.downloads.retry.10000ms");
+            assert!(d >= Duration::from_secs(8) && d <= Duration::from_secs(12), "{d:?}");
+        }
+        let (q, d) = retry_delay(&t, 0, Duration::from_secs(12)).unwrap();
+        assert_eq!(q, "t.downloads.retry.10000ms", "12 s fits the first step's cap of 12.5 s");
+        assert!(d >= Duration::from_secs(12));
+        let (q, d) = retry_delay(&t, 0, Duration::from_secs(40)).unwrap();
+        assert_eq!((q.as_str(), d), ("t.downloads.retry.60000ms", Duration::from_secs(60)));
+        let (q, d) = retry_delay(&t, 1, Duration::from_secs(3600)).unwrap();
+        assert_eq!((q.as_str(), d), ("t.downloads.retry.600000ms", Duration::from_secs(750)), "the longest there is");
+        assert!(retry_delay(&t, 3, Duration::ZERO).is_none(), "schedule used up");
+    }
+}
