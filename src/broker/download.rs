@@ -57,7 +57,9 @@ mod tests {
 
     #[test]
     fn a_job_reads_back_as_written_and_names_its_kinds_as_the_table_does() {
-        let job = Job { links: vec![Link { moka_id: "c1".into(), kind: Kind::InterviewFeedback, url: "http://127.0.0.1/a".into() }] };
+        let job = Job {
+            links: vec![Link { moka_id: "c1".into(), kind: Kind::InterviewFeedback, url: "http://127.0.0.1/a".into() }],
+        };
         let body = job.body();
         assert!(String::from_utf8_lossy(&body).contains(r#""kind":"interview_feedback""#));
         assert_eq!(Job::from_body(&body).unwrap(), job);

@@ -207,7 +207,10 @@ pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
         None => String::from_utf8_lossy(body).into_owned(),
     };
     let job_candidate = || {
-        Job::is_job(props).then(|| Job::from_body(body).ok()).flatten().and_then(|j| j.links.first().map(|l| l.moka_id.clone()))
+        Job::is_job(props)
+            .then(|| Job::from_body(body).ok())
+            .flatten()
+            .and_then(|j| j.links.first().map(|l| l.moka_id.clone()))
     };
     let name =
         serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|v| v["name"].as_str().map(str::to_owned));

@@ -117,9 +117,7 @@ pub async fn pending(client: &impl GenericClient, ids: &[&str]) -> Result<Vec<Li
     let rows = client.query(PENDING_SQL, &[&ids]).await?;
     Ok(rows
         .iter()
-        .filter_map(|r| {
-            Some(Link { moka_id: r.get(0), kind: Kind::parse(r.get::<_, &str>(1))?, url: r.get(2) })
-        })
+        .filter_map(|r| Some(Link { moka_id: r.get(0), kind: Kind::parse(r.get::<_, &str>(1))?, url: r.get(2) }))
         .collect())
 }
 
@@ -153,7 +151,9 @@ pub async fn settle(client: &impl GenericClient, records: &[Record]) -> Result<u
         }
     }
     // Rows are updated in key order, so two writers settling overlapping rows wait instead of deadlocking.
-    rows.sort_by(|a, b| (&a.link.moka_id, a.link.kind.as_str(), &a.link.url).cmp(&(&b.link.moka_id, b.link.kind.as_str(), &b.link.url)));
+    rows.sort_by(|a, b| {
+        (&a.link.moka_id, a.link.kind.as_str(), &a.link.url).cmp(&(&b.link.moka_id, b.link.kind.as_str(), &b.link.url))
+    });
     let (moka_id, kind, url) = columns(rows.iter().map(|r| &r.link));
     let status: Vec<&str> = rows.iter().map(|r| if r.stored { "stored" } else { "failed" }).collect();
     let sha: Vec<Option<&str>> = rows.iter().map(|r| r.sha256.as_deref()).collect();
@@ -170,5 +170,7 @@ pub async fn settle(client: &impl GenericClient, records: &[Record]) -> Result<u
     let error: Vec<Option<&str>> = error_cells.iter().map(|c| c.as_deref()).collect();
     let fetched: Vec<DateTime<Utc>> = rows.iter().map(|r| r.fetched_at).collect();
     let stmt = client.prepare_cached(SETTLE_SQL).await?;
-    Ok(client.execute(&stmt, &[&moka_id, &kind, &url, &status, &sha, &size, &ctype, &name, &key, &error, &fetched]).await?)
+    Ok(client
+        .execute(&stmt, &[&moka_id, &kind, &url, &status, &sha, &size, &ctype, &name, &key, &error, &fetched])
+        .await?)
 }

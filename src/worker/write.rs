@@ -97,11 +97,7 @@ impl Writer {
     /// Messages refused for their data join `dead`; the others are committed. Returns their
     /// outcomes, or the first transient error (the caller retries: what was committed is then
     /// a duplicate).
-    async fn isolate(
-        &self,
-        ready: &mut Vec<Ready>,
-        dead: &mut Vec<Dead>,
-    ) -> Result<Written, DbError> {
+    async fn isolate(&self, ready: &mut Vec<Ready>, dead: &mut Vec<Dead>) -> Result<Written, DbError> {
         let mut written = Written { outcomes: Vec::with_capacity(ready.len()), pending: Vec::new() };
         let mut keep = Vec::with_capacity(ready.len());
         let mut pending = std::mem::take(ready).into_iter();

@@ -256,3 +256,74 @@ async fn an_endless_body_is_cut_at_the_deadline_and_retried_while_the_candidate_
     assert_eq!(db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await, 1, "the candidate is untouched");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_candidates_never_has_more_downloads_at_one_host_than_its_limit() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let files = FileServer::start("http://127.0.0.2:1/").await;
+    broker.declare().await;
+    let mut s = settings(&broker, &db);
+    s.attachments.per_host = 3;
+    let worker = TestWorker::spawn_with_test_lookup(&s).await;
+    for i in 0..20 {
+        let id = format!("burst-{i}");
+        let body = payload(&id, &files.url(&format!("held-cv-{i}")), &files.url(&format!("held-fb-{i}")), json!([]));
+        broker.publish(&Meta::new("ak", helpers::now(), &id, Utc::now()), &body).await;
+    }
+    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 40, WAIT).await, 40);
+    assert_eq!(files.held_peak(), 3, "never more than the per-host limit at once, and the limit is used");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_host_that_answers_429_with_retry_after_is_not_asked_again_before_that() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let files = FileServer::start("http://127.0.0.2:1/").await;
+    broker.declare().await;
+    let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
+    // The test schedule's delays (200, 400, 800 ms) are all shorter than the 2 s asked for.
+    broker
+        .publish(
+            &Meta::new("ak", helpers::now(), "busy", Utc::now()),
+            &payload("busy", &files.url("busy"), "", json!([])),
+        )
+        .await;
+    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
+    let times = files.times("busy");
+    assert_eq!(times.len(), 2, "429, then 200");
+    let waited = times[1] - times[0];
+    assert!(waited >= Duration::from_secs(2), "asked again after {waited:?}, before the 2 s of Retry-After");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_newer_submission_while_downloads_are_pending_ends_with_its_own_links_only() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let files = FileServer::start("http://127.0.0.2:1/").await;
+    broker.declare().await;
+    let mut s = settings(&broker, &db);
+    s.attachments.total_timeout_ms = 5000; // the slow file completes, after 2 s
+    let worker = TestWorker::spawn_with_test_lookup(&s).await;
+    let older = payload("newer", &files.url("slow2s"), "", json!([files.url("photo.png")]));
+    broker.publish(&Meta::new("ak", helpers::now(), "newer", Utc::now()), &older).await;
+    eventually(WAIT, "the older submission's slow download starts", || async { files.hits("slow2s") == 1 }).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
+    let newer = payload("newer", &files.url("cv.pdf"), "", json!([files.url("photo.png")]));
+    broker.publish(&Meta::new("ak", helpers::now() + 1, "newer", Utc::now()), &newer).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 2, WAIT).await, 2);
+    // The older download completes after the newer submission dropped its link: it finds no row to settle.
+    eventually(WAIT, "the slow download is done", || async {
+        files.times("slow2s").first().is_some_and(|t| t.elapsed() > Duration::from_millis(2500))
+    })
+    .await;
+    assert_eq!(files.hits("slow2s"), 1, "downloaded once, completely");
+    assert_eq!(broker.wait_depth(&broker.topology.downloads, 0).await, 0);
+    let got = rows(&db, "newer").await;
+    let urls: Vec<(&str, &str)> = got.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    let (cv, png) = (files.url("cv.pdf"), files.url("photo.png"));
+    let mut want = vec![(cv.as_str(), "stored"), (png.as_str(), "stored")];
+    want.sort();
+    assert_eq!(urls, want, "the dropped link was not resurrected by its late download");
+    assert_eq!(files.hits("photo.png"), 1, "a link kept by the newer submission is fetched once");
+    worker.stop().await;
+}

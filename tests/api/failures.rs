@@ -130,7 +130,8 @@ async fn past_the_schedule_a_download_is_dead_with_its_reason_and_a_replay_store
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
     assert_eq!(files.hits("switch"), 4, "first attempt and three retries");
     assert_eq!(db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await, 1, "the candidate is stored");
-    let failed = "SELECT 1 FROM candidate_attachments WHERE status = 'failed' AND error LIKE 'gave up after 3 retries%'";
+    let failed =
+        "SELECT 1 FROM candidate_attachments WHERE status = 'failed' AND error LIKE 'gave up after 3 retries%'";
     assert_eq!(db.wait_count(failed, 1, WAIT).await, 1, "its row says why");
 
     // The operator reads why…
@@ -326,7 +327,11 @@ async fn a_worker_killed_with_a_download_in_flight_loses_it_not_and_the_candidat
     assert_eq!(db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await, 1, "committed before its file");
     first.start_kill().unwrap(); // SIGKILL
     first.wait().await.unwrap();
-    assert_eq!(db.count("SELECT 1 FROM candidate_attachments WHERE status = 'pending'").await, 1, "killed mid-download");
+    assert_eq!(
+        db.count("SELECT 1 FROM candidate_attachments WHERE status = 'pending'").await,
+        1,
+        "killed mid-download"
+    );
 
     let (mut second, port) = spawn_worker();
     assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), WAIT).await);

@@ -108,7 +108,11 @@ impl Downloads {
         }
     }
 
-    async fn consume(self: &Arc<Self>, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<(), ConsumeError> {
+    async fn consume(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), ConsumeError> {
         let broker_err = |what| move |source| ConsumeError::Broker { what, source };
         while !self.publisher.is_ready() {
             tokio::select! {
@@ -214,7 +218,8 @@ impl Downloads {
             metrics::counter!("moka_worker_attachments_total", "outcome" => "superseded").increment(superseded as u64);
         }
         let links = job.links.into_iter().zip(wanted).filter_map(|(l, w)| w.then_some(l));
-        let settled: Vec<Settled> = links.map(|link| self.download(link)).collect::<FuturesUnordered<_>>().collect().await;
+        let settled: Vec<Settled> =
+            links.map(|link| self.download(link)).collect::<FuturesUnordered<_>>().collect().await;
 
         let mut later = Vec::new();
         for s in settled {
@@ -238,7 +243,8 @@ impl Downloads {
     /// Downloads one link (waiting for its host and a slot) and settles its row.
     async fn download(&self, link: Link) -> Settled {
         let host = host_of(&link.url);
-        let span = tracing::info_span!("attachment", moka_id = %link.moka_id, kind = link.kind.as_str(), url = %link.url);
+        let span =
+            tracing::info_span!("attachment", moka_id = %link.moka_id, kind = link.kind.as_str(), url = %link.url);
         let result = async {
             let _host = self.hosts.acquire(&host).await;
             let _slot = self.slots.acquire().await.expect("the download semaphore is never closed");
@@ -294,7 +300,11 @@ impl Downloads {
             }
             return Ok(());
         };
-        let why = later.iter().map(|(l, t)| format!("{} {}: {}", l.kind.as_str(), l.url, t.why)).collect::<Vec<_>>().join("; ");
+        let why = later
+            .iter()
+            .map(|(l, t)| format!("{} {}: {}", l.kind.as_str(), l.url, t.why))
+            .collect::<Vec<_>>()
+            .join("; ");
         let count = later.len() as u64;
         let body = Job { links: later.into_iter().map(|(l, _)| l).collect() }.body();
         let h = headers::retry_headers(&delivery.properties, history, "attachment", &why);
@@ -318,7 +328,8 @@ impl Downloads {
         delivery: &Delivery,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let letter = self.letter(kind, why, history);
-        let props = Job::properties().with_headers(headers::dead_letter_headers(&delivery.properties, history, &letter));
+        let props =
+            Job::properties().with_headers(headers::dead_letter_headers(&delivery.properties, history, &letter));
         let body = Job { links: vec![link.clone()] }.body();
         self.publisher.publish(&self.topology.dead_exchange, DEAD_KEY, &body, props).await?;
         warn!(moka_id = %link.moka_id, url = %link.url, kind, reason = %why, "download dead-lettered");

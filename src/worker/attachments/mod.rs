@@ -91,10 +91,11 @@ impl Attachments {
         let started = std::time::Instant::now();
         match self.downloader.fetch(&link.url).await {
             Ok(f) => {
-                let key = self.blobs.put_file(&f.tmp_path, &f.sha256, f.size).await.map_err(|e| Transient {
-                    why: crate::telemetry::chain(&e),
-                    retry_after: None,
-                })?;
+                let key = self
+                    .blobs
+                    .put_file(&f.tmp_path, &f.sha256, f.size)
+                    .await
+                    .map_err(|e| Transient { why: crate::telemetry::chain(&e), retry_after: None })?;
                 debug!(size = f.size, content_type = %f.content_type, "attachment stored");
                 metrics::counter!("moka_worker_attachment_bytes_total").increment(f.size);
                 metrics::histogram!("moka_worker_attachment_seconds").record(started.elapsed().as_secs_f64());

@@ -40,7 +40,11 @@ pub struct Results {
 impl Results {
     /// Starts the writer on `pool`; it retries while the database is away (with `backoff`), and
     /// stops at `stop`, failing what it still holds.
-    pub fn start(pool: Pool, backoff: (Duration, Duration), stop: CancellationToken) -> (Results, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        pool: Pool,
+        backoff: (Duration, Duration),
+        stop: CancellationToken,
+    ) -> (Results, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let task = tokio::spawn(write_loop(pool, rx, Backoff::new(backoff.0, backoff.1), stop));
         (Results { tx }, task)

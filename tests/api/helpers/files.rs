@@ -36,6 +36,11 @@ pub const DOCX: &[u8] = include_bytes!("../fixtures/offer.docx");
 #[derive(Default)]
 struct Shared {
     hits: Mutex<HashMap<String, usize>>,
+    /// When each request for a path arrived.
+    times: Mutex<HashMap<String, Vec<Instant>>>,
+    /// `/held…` requests being answered now, and the most at once.
+    held_now: std::sync::atomic::AtomicUsize,
+    held_peak: std::sync::atomic::AtomicUsize,
     /// When the client gave up on /slow (its body was dropped).
     slow_dropped: Mutex<Option<Instant>>,
     blocked_target: Mutex<String>,
@@ -81,6 +86,16 @@ impl FileServer {
         self.shared.switch_on.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// When each request for `path` arrived.
+    pub fn times(&self, path: &str) -> Vec<Instant> {
+        self.shared.times.lock().unwrap().get(path).cloned().unwrap_or_default()
+    }
+
+    /// The most `/held…` requests answered at once.
+    pub fn held_peak(&self) -> usize {
+        self.shared.held_peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn slow_dropped_at(&self) -> Option<Instant> {
         *self.shared.slow_dropped.lock().unwrap()
     }
@@ -93,6 +108,7 @@ async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<String>) -> R
         *n += 1;
         *n
     };
+    shared.times.lock().unwrap().entry(path.clone()).or_default().push(Instant::now());
     let redirect = |to: String| (StatusCode::FOUND, [(header::LOCATION, to)]).into_response();
     match path.as_str() {
         "cv.pdf" | "cv-copy.pdf" => {
@@ -130,6 +146,18 @@ async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<String>) -> R
             });
             Body::from_stream(chunks).into_response()
         }
+        // Each takes 200 ms; the server counts how many it answers at once.
+        p if p.starts_with("held") => {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = shared.held_now.fetch_add(1, SeqCst) + 1;
+            shared.held_peak.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            shared.held_now.fetch_sub(1, SeqCst);
+            ([(header::CONTENT_TYPE, "application/pdf")], PDF).into_response()
+        }
+        // Too many requests: come back in 2 s (once).
+        "busy" if hit == 1 => (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "2")]).into_response(),
+        "busy" => ([(header::CONTENT_TYPE, "application/pdf")], PDF).into_response(),
         "flaky3" if hit <= 3 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         "flaky3" => ([(header::CONTENT_TYPE, "application/pdf")], PDF).into_response(),
         "switch" if !shared.switch_on.load(std::sync::atomic::Ordering::SeqCst) => {
