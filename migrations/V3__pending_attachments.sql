@@ -7,5 +7,7 @@ ALTER TABLE candidate_attachments ADD CONSTRAINT candidate_attachments_status_ch
 ALTER TABLE candidate_attachments ALTER COLUMN fetched_at DROP NOT NULL;
 -- When the current submission asked for this link (for a pending row: since when it waits).
 ALTER TABLE candidate_attachments ADD COLUMN requested_at timestamptz;
--- Operators and the worker look up what is still pending.
-CREATE INDEX candidate_attachments_pending_idx ON candidate_attachments (moka_id) WHERE status = 'pending';
+-- A pending or failed row has no hash: index only the rows that have one (a lookup by hash, the
+-- index's use, is unchanged).
+DROP INDEX candidate_attachments_sha256_idx;
+CREATE INDEX candidate_attachments_sha256_idx ON candidate_attachments (sha256) WHERE sha256 IS NOT NULL;

@@ -93,17 +93,17 @@ fn columns<'a>(links: impl Iterator<Item = &'a Link>) -> (Vec<&'a str>, Vec<&'a 
     cols
 }
 
-/// In the candidates' transaction: the candidates `ids` (just written by a newer submission)
-/// now link exactly `links`. Their pending rows for other links are deleted, and each link not
-/// stored yet becomes `pending`.
-pub async fn record_pending(tx: &Transaction<'_>, ids: &[&str], links: &[Link]) -> Result<(), DbError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
+/// In the candidates' transaction: the candidates just written by a newer submission now link
+/// exactly `links` (of every applied candidate). The pending rows of the candidates that existed
+/// before (`existed`) for other links are deleted, and each link not stored yet becomes `pending`.
+pub async fn record_pending(tx: &Transaction<'_>, existed: &[&str], links: &[Link]) -> Result<(), DbError> {
     let (moka_id, kind, url) = columns(links.iter());
-    let (drop, add) = tokio::try_join!(tx.prepare_cached(DROP_PENDING_SQL), tx.prepare_cached(ADD_PENDING_SQL))?;
-    tx.execute(&drop, &[&ids, &moka_id, &kind, &url]).await?;
+    if !existed.is_empty() {
+        let drop = tx.prepare_cached(DROP_PENDING_SQL).await?;
+        tx.execute(&drop, &[&existed, &moka_id, &kind, &url]).await?;
+    }
     if !links.is_empty() {
+        let add = tx.prepare_cached(ADD_PENDING_SQL).await?;
         tx.execute(&add, &[&moka_id, &kind, &url]).await?;
     }
     Ok(())

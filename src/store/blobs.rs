@@ -1,14 +1,17 @@
 //! Content-addressed attachment storage: a file's key is its SHA-256 (`sha256/ab/cd/<hex>`), so
-//! the same file is stored once. The backend is an `object_store`: a local directory by default,
-//! or an S3-compatible bucket for deployments with several machines.
+//! the same file is stored once. Two backends: a local directory (the default), or an
+//! S3-compatible bucket (through `object_store`) for deployments with several machines.
 //!
-//! A file reaches its key only once complete (the local backend writes to a staging file and
-//! renames; S3 makes a multipart upload visible on completion), and its size is checked after;
-//! only then does the caller write a row that says `stored`.
+//! A file reaches its key only once complete (the local backend renames the staged file into
+//! place, atomically and without a copy; S3 makes a multipart upload visible on completion), and
+//! its size is checked after; only then does the caller write a row that says `stored`.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-use object_store::{local::LocalFileSystem, path::Path as ObjectPath, ObjectStore, WriteMultipart};
+use object_store::{path::Path as ObjectPath, ObjectStore, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
 /// Why a file could not be stored (each variant carries its cause).
@@ -26,8 +29,12 @@ pub enum BlobError {
         #[source]
         source: object_store::Error,
     },
-    #[error("attachment storage: reading the staged file")]
-    Staged(#[source] std::io::Error),
+    #[error("attachment storage: {what}")]
+    File {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("attachment storage: {key} has {got} bytes after upload, expected {want}")]
     SizeMismatch { key: String, got: u64, want: u64 },
 }
@@ -37,20 +44,29 @@ fn store_err(what: &'static str) -> impl FnOnce(object_store::Error) -> BlobErro
     move |source| BlobError::Store { what, source }
 }
 
+/// A file system failure while doing `what`.
+fn file_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BlobError {
+    move |source| BlobError::File { what, source }
+}
+
+enum Backend {
+    /// Files under this directory; downloads are staged in its `.tmp` (same file system).
+    Dir(PathBuf),
+    /// Objects in a bucket.
+    Bucket(Arc<dyn ObjectStore>),
+}
+
 pub struct Blobs {
-    store: Arc<dyn ObjectStore>,
+    backend: Backend,
     /// Where downloads are staged before they are stored.
     pub tmp_dir: PathBuf,
-    /// Upload part size: S3 needs at least 5 MiB parts; local files stream in 256 KiB parts.
-    part_size: usize,
 }
 
 impl Blobs {
     /// Files under the directory `dir` (created if missing).
-    pub fn local(dir: &std::path::Path) -> Result<Blobs, BlobError> {
+    pub fn local(dir: &Path) -> Result<Blobs, BlobError> {
         std::fs::create_dir_all(dir).map_err(|source| BlobError::CreateDir { dir: dir.to_owned(), source })?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(store_err("open the local directory"))?;
-        Ok(Blobs { store: Arc::new(store), tmp_dir: dir.join(".tmp"), part_size: 256 << 10 })
+        Ok(Blobs { backend: Backend::Dir(dir.to_owned()), tmp_dir: dir.join(".tmp") })
     }
 
     /// Objects in an S3-compatible `bucket`; credentials, region and endpoint from `AWS_*`.
@@ -59,7 +75,7 @@ impl Blobs {
             .with_bucket_name(bucket)
             .build()
             .map_err(store_err("configure the S3 bucket"))?;
-        Ok(Blobs { store: Arc::new(store), tmp_dir: std::env::temp_dir().join("moka-ingest"), part_size: 5 << 20 })
+        Ok(Blobs { backend: Backend::Bucket(Arc::new(store)), tmp_dir: std::env::temp_dir().join("moka-ingest") })
     }
 
     /// The key of a file with this SHA-256.
@@ -67,38 +83,59 @@ impl Blobs {
         format!("sha256/{}/{}/{sha256}", &sha256[..2], &sha256[2..4])
     }
 
-    /// Stores the staged file at `tmp` (deleted afterwards) under its content key, unless a file
-    /// of that key and size is already there. Returns the key.
-    pub async fn put_file(&self, tmp: &std::path::Path, sha256: &str, size: u64) -> Result<String, BlobError> {
-        let result = self.put_inner(tmp, sha256, size).await;
+    /// Stores the staged file at `tmp` (gone afterwards) under its content key, unless a file of
+    /// that key and size is already there. Returns the key.
+    pub async fn put_file(&self, tmp: &Path, sha256: &str, size: u64) -> Result<String, BlobError> {
+        let key = Self::key(sha256);
+        let result = match &self.backend {
+            Backend::Dir(root) => rename_into(root, tmp, key, size).await,
+            Backend::Bucket(store) => upload(store.as_ref(), tmp, key, size).await,
+        };
         let _ = tokio::fs::remove_file(tmp).await;
         result
     }
+}
 
-    async fn put_inner(&self, tmp: &std::path::Path, sha256: &str, size: u64) -> Result<String, BlobError> {
-        let key = Self::key(sha256);
-        let location = ObjectPath::from(key.as_str());
-        if self.store.head(&location).await.is_ok_and(|m| m.size == size) {
-            return Ok(key);
-        }
-        let upload = self.store.put_multipart(&location).await.map_err(store_err("start the upload"))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
-        let mut file = tokio::fs::File::open(tmp).await.map_err(BlobError::Staged)?;
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            // At most two parts in flight: memory stays bounded whatever the file size.
-            writer.wait_for_capacity(2).await.map_err(store_err("upload a part"))?;
-            let n = file.read(&mut buf).await.map_err(BlobError::Staged)?;
-            if n == 0 {
-                break;
-            }
-            writer.write(&buf[..n]);
-        }
-        writer.finish().await.map_err(store_err("complete the upload"))?;
-        let stored = self.store.head(&location).await.map_err(store_err("check the stored size"))?;
-        if stored.size != size {
-            return Err(BlobError::SizeMismatch { key, got: stored.size, want: size });
-        }
-        Ok(key)
+/// The local backend: the staged file becomes the object by a rename.
+async fn rename_into(root: &Path, tmp: &Path, key: String, size: u64) -> Result<String, BlobError> {
+    let path = root.join(&key);
+    if tokio::fs::metadata(&path).await.is_ok_and(|m| m.len() == size) {
+        return Ok(key);
     }
+    let dir = path.parent().expect("keys have directories");
+    tokio::fs::create_dir_all(dir).await.map_err(|source| BlobError::CreateDir { dir: dir.to_owned(), source })?;
+    tokio::fs::rename(tmp, &path).await.map_err(file_err("moving the staged file into place"))?;
+    let stored = tokio::fs::metadata(&path).await.map_err(file_err("checking the stored size"))?.len();
+    if stored != size {
+        return Err(BlobError::SizeMismatch { key, got: stored, want: size });
+    }
+    Ok(key)
+}
+
+/// The S3 backend: a multipart upload, at most two parts (of S3's minimum, 5 MiB) in flight, so
+/// memory stays bounded whatever the file size.
+async fn upload(store: &dyn ObjectStore, tmp: &Path, key: String, size: u64) -> Result<String, BlobError> {
+    const PART: usize = 5 << 20;
+    let location = ObjectPath::from(key.as_str());
+    if store.head(&location).await.is_ok_and(|m| m.size == size) {
+        return Ok(key);
+    }
+    let upload = store.put_multipart(&location).await.map_err(store_err("start the upload"))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+    let mut file = tokio::fs::File::open(tmp).await.map_err(file_err("reading the staged file"))?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        writer.wait_for_capacity(2).await.map_err(store_err("upload a part"))?;
+        let n = file.read(&mut buf).await.map_err(file_err("reading the staged file"))?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buf[..n]);
+    }
+    writer.finish().await.map_err(store_err("complete the upload"))?;
+    let stored = store.head(&location).await.map_err(store_err("check the stored size"))?;
+    if stored.size != size {
+        return Err(BlobError::SizeMismatch { key, got: stored.size, want: size });
+    }
+    Ok(key)
 }

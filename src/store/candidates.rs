@@ -127,9 +127,9 @@ pub struct Written {
 /// Writes `items` and `dead` in the transaction `tx` (the caller commits). With `track_links`,
 /// each applied candidate's links become `pending` rows of `candidate_attachments`.
 ///
-/// Four round trips whatever the batch size: the upsert, then the child rows, the attachment
+/// Three round trips whatever the batch size: the upsert, then the child rows, the attachment
 /// rows and the `submissions` rows pipelined (tokio-postgres sends them back to back, in order),
-/// the pending links, then COMMIT.
+/// then COMMIT; one more to read the pending links of candidates that existed or were written before.
 pub async fn write(
     tx: &Transaction<'_>,
     items: &[Item<'_>],
@@ -170,17 +170,17 @@ pub async fn write(
         }
         insert_children(tx, items, &applied_items).await
     };
-    let (applied_ids, links): (Vec<&str>, Vec<Link>) = match track_links {
-        true => (
-            applied_items.iter().map(|w| items[*w].candidate.moka_id.as_str()).collect(),
-            applied_items.iter().flat_map(|w| crate::domain::attachments::links(items[*w].candidate)).collect(),
-        ),
-        false => Default::default(),
+    // The applied candidates' links become pending rows; those of candidates that existed may
+    // drop earlier pending links.
+    let links: Vec<Link> = match track_links {
+        true => applied_items.iter().flat_map(|w| crate::domain::attachments::links(items[*w].candidate)).collect(),
+        false => Vec::new(),
     };
+    let existed: Vec<&str> = if track_links { updated.iter().map(String::as_str).collect() } else { Vec::new() };
     let (_, recorded, _) = tokio::try_join!(
         replace_children,
         record_submissions(tx, items, &outcomes, dead),
-        attachments::record_pending(tx, &applied_ids, &links)
+        attachments::record_pending(tx, &existed, &links)
     )?;
     for (i, item) in items.iter().enumerate() {
         if outcomes[i] != Outcome::Duplicate && !recorded.contains(&item.meta.message_id.to_string()) {
@@ -188,17 +188,26 @@ pub async fn write(
             outcomes[i] = Outcome::Duplicate;
         }
     }
+    // What to download: a new candidate's links are all pending (just written); for one that
+    // existed, and for a redelivery (whose downloads may never have been queued), ask.
     let pending = match track_links {
-        true => {
-            let ids: HashSet<&str> = items
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, o)| **o != Outcome::Stale)
-                .map(|(i, _)| i.candidate.moka_id.as_str())
-                .collect();
-            attachments::pending(tx, &ids.into_iter().collect::<Vec<_>>()).await?
-        }
         false => Vec::new(),
+        true => {
+            let existed: HashSet<&str> = existed.into_iter().collect();
+            let mut ask: HashSet<&str> = existed.clone();
+            ask.extend(
+                items
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| **o == Outcome::Duplicate)
+                    .map(|(i, _)| i.candidate.moka_id.as_str()),
+            );
+            let mut pending: Vec<Link> = links.into_iter().filter(|l| !ask.contains(l.moka_id.as_str())).collect();
+            if !ask.is_empty() {
+                pending.extend(attachments::pending(tx, &ask.into_iter().collect::<Vec<_>>()).await?);
+            }
+            pending
+        }
     };
     Ok(Written { outcomes, pending })
 }

@@ -103,6 +103,9 @@ async fn consume(
             Ok(b) => b,
             Err(source) => break Err(LaneError::Broker { what: "receive", source }),
         };
+        if batch.len() >= s.batch_size {
+            worker.backlog.mark();
+        }
         // Test builds only: a lane that fails outside the per-message panic guard.
         #[cfg(feature = "fault-injection")]
         if batch.iter().any(|d| memchr::memmem::find(&d.data, br#""__moka_fault":"lane""#).is_some()) {

@@ -11,13 +11,15 @@
 //! - [`write`]: the database write, with in-place retries and isolation of refused messages;
 //! - [`settle`]: where a failed message goes: its delay queue or the dead-letter queue;
 //! - [`failure`]: why a message failed and whether trying again can help;
-//! - [`attachments`]: downloading and storing the files a submission links to.
+//! - [`attachments`]: downloading and storing the files a submission links to;
+//! - [`backlog`]: whether the lanes are behind, so that downloads give way to candidates.
 //!
 //! Each of `worker.concurrency` lanes has its own broker connection, so one lane's slow batch
 //! doesn't stall the others. Any number of worker processes can consume the same queue
 //! (horizontal scaling): correctness comes from the database (see [`crate::store::candidates`]).
 
 pub mod attachments;
+pub mod backlog;
 mod batch;
 pub mod failure;
 mod lane;
@@ -77,6 +79,8 @@ struct Worker {
     lanes_up: AtomicUsize,
     /// The download consumer (`attachments.fetch`).
     downloads: Option<Arc<Downloads>>,
+    /// Whether the lanes are behind (downloads then slow down).
+    backlog: Arc<backlog::Backlog>,
 }
 
 /// A running worker (tests and `all`).
@@ -134,12 +138,16 @@ pub async fn spawn_with_lookup(
     let a = &settings.attachments;
     let pool = store::pool(&settings.database_url, w.pool_size)?;
     let background_stop = CancellationToken::new();
+    let backlog = Arc::new(backlog::Backlog::default());
     let (downloads, results_task) = if a.fetch {
         let (results, task) = Results::start(pool.clone(), settings.retry.db_backoff(), background_stop.clone());
         let downloads = Downloads {
             attachments: attachments::Attachments::with_lookup(a, lookup)?,
             hosts: Arc::new(Hosts::new(a.per_host)),
             slots: Arc::new(tokio::sync::Semaphore::new(a.concurrency)),
+            backlog: backlog.clone(),
+            floor: (a.concurrency / 32).max(4),
+            in_flight: Default::default(),
             results,
             publisher: publisher.clone(),
             topology: topology.clone(),
@@ -180,6 +188,7 @@ pub async fn spawn_with_lookup(
         lanes: w.concurrency,
         lanes_up: AtomicUsize::new(0),
         downloads,
+        backlog,
     });
     let publisher_task = tokio::spawn(publisher.run(background_stop.clone()));
     let depth_task = tokio::spawn(watch_dead_letter_depth(worker.clone(), background_stop.clone()));

@@ -7,7 +7,7 @@
 use std::{
     panic::AssertUnwindSafe,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -43,6 +43,7 @@ use crate::{
     },
     store::attachments,
     telemetry,
+    worker::backlog::Backlog,
 };
 
 /// What the consumer needs, built by the worker from `[attachments]`, `[retry]` and `[broker]`.
@@ -51,6 +52,10 @@ pub struct Downloads {
     pub hosts: Arc<Hosts>,
     /// Downloads in flight in this process (`attachments.concurrency`).
     pub slots: Arc<Semaphore>,
+    /// While the lanes are behind, at most `floor` downloads run (see [`crate::worker::backlog`]).
+    pub backlog: Arc<Backlog>,
+    pub floor: usize,
+    pub in_flight: AtomicUsize,
     pub results: Results,
     /// Retries and dead letters (confirmed before the job is acknowledged).
     pub publisher: Arc<Publisher>,
@@ -248,10 +253,12 @@ impl Downloads {
         let result = async {
             let _host = self.hosts.acquire(&host).await;
             let _slot = self.slots.acquire().await.expect("the download semaphore is never closed");
+            self.give_way().await;
             let in_flight = metrics::gauge!("moka_worker_downloads_in_flight");
             in_flight.increment(1.0);
             let result = self.attachments.fetch(link.clone()).await;
             in_flight.decrement(1.0);
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
             result
         }
         .instrument(span)
@@ -274,6 +281,22 @@ impl Downloads {
                     self.hosts.defer(&host, wait);
                 }
                 Settled::Later(link, t)
+            }
+        }
+    }
+
+    /// Counts this download in flight, first waiting while the lanes are behind and `floor`
+    /// downloads already run.
+    async fn give_way(&self) {
+        loop {
+            let now = self.in_flight.load(Ordering::Relaxed);
+            if (now < self.floor || !self.backlog.busy())
+                && self.in_flight.compare_exchange(now, now + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                return;
+            }
+            if self.backlog.busy() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
