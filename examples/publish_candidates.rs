@@ -32,7 +32,7 @@ fn candidate(id: &str, i: usize) -> serde_json::Value {
         "name": NAMES[i % NAMES.len()],
         "phone": format!("132{:08}", i % 100_000_000),
         "email": format!("candidate{i}@example.com"),
-        "gender": if i % 2 == 0 { "男" } else { "女" },
+        "gender": if i.is_multiple_of(2) { "男" } else { "女" },
         "birthYear": 1980 + (i % 20),
         "source": "拉勾网",
         "academicDegree": "本科",
@@ -76,8 +76,8 @@ async fn main() -> anyhow::Result<()> {
     let mut pending = Vec::new();
     let started = tokio::time::Instant::now();
     for i in 0..count {
-        if rate > 0 {
-            tokio::time::sleep_until(started + Duration::from_micros(i as u64 * 1_000_000 / rate)).await;
+        if let Some(at) = (i as u64 * 1_000_000).checked_div(rate) {
+            tokio::time::sleep_until(started + Duration::from_micros(at)).await;
         }
         let id = format!("{tag}-{i}");
         let url = |k: usize| format!("http://{}/{tag}/{i}/{k}.pdf", hosts[(i * links + k) % hosts.len()]);

@@ -144,7 +144,7 @@ pub async fn settle(client: &impl GenericClient, records: &[Record]) -> Result<u
     let mut seen = HashSet::new();
     let mut rows: Vec<&Record> = Vec::with_capacity(records.len());
     let mut sorted: Vec<&Record> = records.iter().collect();
-    sorted.sort_by(|a, b| (b.stored).cmp(&a.stored));
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.stored));
     for r in sorted {
         if seen.insert(&r.link) {
             rows.push(r);

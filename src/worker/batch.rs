@@ -11,12 +11,13 @@ use std::{panic::AssertUnwindSafe, time::Duration};
 use chrono::Datelike;
 use futures_util::FutureExt;
 use lapin::{message::Delivery, options::BasicNackOptions};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::{
-    attachments::jobs::JobQueue,
     failure::{Failure, FailureKind},
+    finish::Finish,
     outcome::{BatchError, Dead, Next, Ready, Received, Retry},
     settle::Settler,
     write::{Stored, Writer},
@@ -31,8 +32,6 @@ use crate::{
 pub struct Batches {
     pub writer: Writer,
     pub settler: Settler,
-    /// Queues the downloads of committed candidates; `None` when `attachments.fetch` is off.
-    pub jobs: Option<JobQueue>,
     pub limits: Limits,
     /// Longest one segment may take before it is returned as possibly poisonous (`worker.batch_timeout_ms`).
     pub timeout: Duration,
@@ -58,6 +57,7 @@ impl Batches {
     pub async fn process_deliveries(
         &self,
         deliveries: &[Delivery],
+        finish: &mpsc::Sender<Finish>,
         shutdown: &CancellationToken,
     ) -> Result<(), BatchError> {
         let timeout = self.timeout;
@@ -74,7 +74,7 @@ impl Batches {
             if segment.len() == 1 && segment[0].history.redeliveries.saturating_add(1) >= self.delivery_limit {
                 self.note_last_chance(&segment[0]).await;
             }
-            let guarded = AssertUnwindSafe(self.process_batch(&mut *segment, shutdown)).catch_unwind();
+            let guarded = AssertUnwindSafe(self.process_batch(&mut *segment, finish, shutdown)).catch_unwind();
             let why = match tokio::time::timeout(timeout, guarded).await {
                 Ok(Ok(result)) => {
                     result?;
@@ -125,6 +125,7 @@ impl Batches {
     async fn process_batch(
         &self,
         received: &mut [Received<'_>],
+        finish: &mpsc::Sender<Finish>,
         shutdown: &CancellationToken,
     ) -> Result<(), BatchError> {
         let started = std::time::Instant::now();
@@ -171,14 +172,6 @@ impl Batches {
                 Written::default()
             }
         };
-        // The files follow: their downloads are queued before the batch is acknowledged.
-        if let Some(jobs) = &self.jobs {
-            if !written.pending.is_empty() {
-                jobs.enqueue(&written.pending)
-                    .await
-                    .map_err(|e| BatchError::Broker { what: "queueing the downloads failed", source: e.into() })?;
-            }
-        }
         let outcomes = written.outcomes;
 
         for d in &dead {
@@ -195,13 +188,14 @@ impl Batches {
             }
         }
 
-        // Every message of the segment is now committed, dead-lettered or in a delay queue.
+        // Every message of the segment is now committed, dead-lettered or in a delay queue: the
+        // finisher queues the files' downloads, then acknowledges.
         let last = received.last().expect("segments are never empty");
-        last.delivery
-            .acker
-            .ack(lapin::options::BasicAckOptions { multiple: true })
+        let done = Finish { links: written.pending, acker: last.delivery.acker.clone() };
+        finish
+            .send(done)
             .await
-            .map_err(|e| BatchError::Broker { what: "ack failed", source: e.into() })?;
+            .map_err(|e| BatchError::Broker { what: "the lane's finisher stopped", source: e.into() })?;
         metrics::histogram!("moka_worker_batch_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }

@@ -2,7 +2,13 @@
 //! backoff when the broker goes away (unacknowledged messages are then redelivered, to this lane
 //! or another worker).
 
-use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use lapin::{
@@ -12,11 +18,34 @@ use lapin::{
     Consumer,
 };
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use super::{outcome::BatchError, Worker};
-use crate::{backoff::Backoff, broker, telemetry};
+use super::{attachments::jobs::JobQueue, backlog::Backlog, batch::Batches, finish, outcome::BatchError};
+use crate::{
+    backoff::Backoff,
+    broker::{self, publisher::Publisher, topology::Topology},
+    telemetry,
+};
+
+/// What the lanes of one worker process share.
+pub struct Lanes {
+    pub batches: Batches,
+    pub options: LaneOptions,
+    pub topology: Topology,
+    /// Publishes retries, dead letters and download jobs; lanes consume only once it is connected.
+    pub publisher: Arc<Publisher>,
+    /// Queues the downloads of committed candidates; `None` when `attachments.fetch` is off.
+    pub jobs: Option<Arc<JobQueue>>,
+    /// `host:pid`, in consumer tags.
+    pub name: String,
+    /// Lanes wanted (`worker.concurrency`) and currently consuming.
+    pub count: usize,
+    pub up: AtomicUsize,
+    /// Marked when a lane takes a full batch (downloads then give way).
+    pub backlog: Arc<Backlog>,
+}
 
 /// How every lane consumes (`worker.*`, `limits.batch_max_bytes`, `broker.reconnect_*`).
 pub struct LaneOptions {
@@ -45,8 +74,8 @@ enum LaneError {
 }
 
 /// Runs lane `id` until `shutdown`.
-pub async fn run(worker: Arc<Worker>, id: usize, shutdown: CancellationToken) {
-    let mut backoff = worker.lane.reconnect.clone();
+pub async fn run(worker: Arc<Lanes>, id: usize, shutdown: CancellationToken) {
+    let mut backoff = worker.options.reconnect.clone();
     while !shutdown.is_cancelled() {
         match consume(&worker, id, &shutdown, &mut backoff).await {
             Ok(()) => break,
@@ -60,12 +89,12 @@ pub async fn run(worker: Arc<Worker>, id: usize, shutdown: CancellationToken) {
 
 /// One connection's life. Returns `Ok` on shutdown, `Err` when the connection must be replaced.
 async fn consume(
-    worker: &Worker,
+    worker: &Lanes,
     id: usize,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> Result<(), LaneError> {
-    let s = &worker.lane;
+    let s = &worker.options;
     let broker_err = |what| move |source| LaneError::Broker { what, source };
     // Consume only once failed messages can be moved on (retries, dead letters): otherwise the
     // first failures would bounce back to the queue and count as redeliveries.
@@ -89,10 +118,13 @@ async fn consume(
         .basic_consume(&worker.topology.queue, &tag, options, FieldTable::default())
         .await
         .map_err(broker_err("consume"))?;
-    worker.lanes_up.fetch_add(1, Ordering::Relaxed);
+    worker.up.fetch_add(1, Ordering::Relaxed);
     backoff.reset();
     info!(lane = id, "consuming");
 
+    // Committed segments are finished (downloads queued, then acknowledged) by a task of their own.
+    let (finish_tx, finish_rx) = mpsc::channel(4);
+    let finisher = tokio::spawn(finish::run(worker.jobs.clone(), finish_rx));
     let result = loop {
         let batch = tokio::select! {
             b = collect(&mut consumer, s.batch_size, s.batch_max_bytes, s.batch_wait) => b,
@@ -115,13 +147,19 @@ async fn consume(
         // waiting for the database, then it is left to be redelivered).
         let first = batch[0].properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
         let span = tracing::info_span!("batch", lane = id, messages = batch.len(), first_message_id = %first);
-        match worker.batches.process_deliveries(&batch, shutdown).instrument(span).await {
+        match worker.batches.process_deliveries(&batch, &finish_tx, shutdown).instrument(span).await {
             Ok(()) => {}
             Err(BatchError::Shutdown) => break Ok(()),
             Err(e @ BatchError::Broker { .. }) => break Err(LaneError::Batch(e)),
         }
     };
-    worker.lanes_up.fetch_sub(1, Ordering::Relaxed);
+    // What was committed is finished before the channel closes (else it would only be redelivered).
+    drop(finish_tx);
+    let result = match finisher.await {
+        Ok(Err(e)) => Err(LaneError::Batch(e)),
+        _ => result,
+    };
+    worker.up.fetch_sub(1, Ordering::Relaxed);
     // Stop deliveries, then close: what this lane still holds unacknowledged goes back to the queue.
     let _ = ch.basic_cancel(&tag, BasicCancelOptions::default()).await;
     let _ = ch.close(200, "bye").await;

@@ -6,7 +6,8 @@
 //! This file starts a worker: it builds the parts from their own settings sections and runs the
 //! lanes. One job per module:
 //! - [`lane`]: one consumer, its connection and its batch loop;
-//! - [`batch`]: one batch, from delivery to acknowledgement (poison guard, validate, fetch, write, settle);
+//! - [`batch`]: one batch, from delivery to commit (poison guard, validate, write, settle failures);
+//! - [`finish`]: after the commit, in order: queue the batch's downloads, acknowledge its messages;
 //! - [`outcome`]: what a batch decides for each message (stored, retried, dead), in one place;
 //! - [`write`]: the database write, with in-place retries and isolation of refused messages;
 //! - [`settle`]: where a failed message goes: its delay queue or the dead-letter queue;
@@ -22,6 +23,7 @@ pub mod attachments;
 pub mod backlog;
 mod batch;
 pub mod failure;
+mod finish;
 mod lane;
 mod outcome;
 mod settle;
@@ -52,7 +54,7 @@ use crate::{
 };
 use attachments::{consumer::Downloads, hosts::Hosts, jobs::JobQueue, results::Results};
 use batch::Batches;
-use lane::LaneOptions;
+use lane::{LaneOptions, Lanes};
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,22 +67,11 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
 }
 
-/// What the lanes of one worker process share.
+/// One worker process: its lanes and its download consumer.
 struct Worker {
-    batches: Batches,
-    lane: LaneOptions,
-    topology: Topology,
-    /// Publishes dead letters and retries (confirmed before the original is acknowledged).
-    publisher: Arc<Publisher>,
-    /// `host:pid`, in consumer tags.
-    name: String,
-    /// Lanes wanted (`worker.concurrency`) and currently consuming.
-    lanes: usize,
-    lanes_up: AtomicUsize,
+    lanes: Arc<Lanes>,
     /// The download consumer (`attachments.fetch`).
     downloads: Option<Arc<Downloads>>,
-    /// Whether the lanes are behind (downloads then slow down).
-    backlog: Arc<backlog::Backlog>,
 }
 
 /// A running worker (tests and `all`).
@@ -166,7 +157,6 @@ pub async fn spawn_with_lookup(
     let batches = Batches {
         writer: write::Writer::new(pool, &settings.retry, a.fetch),
         settler: settle::Settler::new(publisher.clone(), topology.clone(), name.clone()),
-        jobs: a.fetch.then(|| JobQueue::new(publisher.clone(), &topology)),
         limits: batch::payload_limits(&settings.limits),
         timeout: Duration::from_millis(w.batch_timeout_ms),
         delivery_limit: settings.broker.delivery_limit,
@@ -179,17 +169,18 @@ pub async fn spawn_with_lookup(
         batch_wait: Duration::from_millis(w.batch_wait_ms),
         reconnect: Backoff::new(min, max),
     };
-    let worker = Arc::new(Worker {
+    let lanes = Arc::new(Lanes {
         batches,
-        lane,
+        options: lane,
+        jobs: a.fetch.then(|| Arc::new(JobQueue::new(publisher.clone(), &topology))),
         topology,
         publisher: publisher.clone(),
         name,
-        lanes: w.concurrency,
-        lanes_up: AtomicUsize::new(0),
-        downloads,
+        count: w.concurrency,
+        up: AtomicUsize::new(0),
         backlog,
     });
+    let worker = Arc::new(Worker { lanes, downloads });
     let publisher_task = tokio::spawn(publisher.run(background_stop.clone()));
     let depth_task = tokio::spawn(watch_dead_letter_depth(worker.clone(), background_stop.clone()));
 
@@ -203,9 +194,9 @@ pub async fn spawn_with_lookup(
 
     // The lanes stop on shutdown, or when one of them fails: then the others are stopped too.
     let lanes_stop = shutdown.child_token();
-    let mut lanes: FuturesUnordered<_> = (0..worker.lanes)
+    let mut lanes: FuturesUnordered<_> = (0..worker.lanes.count)
         .map(|i| {
-            let lane = tokio::spawn(lane::run(worker.clone(), i, lanes_stop.clone()));
+            let lane = tokio::spawn(lane::run(worker.lanes.clone(), i, lanes_stop.clone()));
             async move { (format!("lane {i}"), lane.await) }.boxed()
         })
         .collect();
@@ -213,7 +204,7 @@ pub async fn spawn_with_lookup(
         let consumer = tokio::spawn(downloads.clone().run(lanes_stop.clone()));
         lanes.push(async move { ("downloads".to_owned(), consumer.await) }.boxed());
     }
-    info!(lanes = lanes.len(), queue = %worker.topology.queue, "worker consuming");
+    info!(lanes = lanes.len(), queue = %worker.lanes.topology.queue, "worker consuming");
     let task = tokio::spawn(async move {
         let mut failed = None;
         while let Some((lane, result)) = lanes.next().await {
@@ -230,7 +221,7 @@ pub async fn spawn_with_lookup(
         if let Some(task) = results_task {
             let _ = task.await;
         }
-        worker.batches.writer.pool().close();
+        worker.lanes.batches.writer.pool().close();
         info!("worker stopped");
         failed.map_or(Ok(()), Err)
     });
@@ -239,11 +230,11 @@ pub async fn spawn_with_lookup(
 
 impl Worker {
     fn readiness(&self) -> Result<(), String> {
-        let up = self.lanes_up.load(Ordering::Relaxed);
-        if up < self.lanes {
-            return Err(format!("{up} of {} consumers connected", self.lanes));
+        let up = self.lanes.up.load(Ordering::Relaxed);
+        if up < self.lanes.count {
+            return Err(format!("{up} of {} consumers connected", self.lanes.count));
         }
-        if !self.publisher.is_ready() {
+        if !self.lanes.publisher.is_ready() {
             return Err("publisher (retries, dead letters) not connected".into());
         }
         if self.downloads.as_ref().is_some_and(|d| !d.is_up()) {
@@ -256,7 +247,7 @@ impl Worker {
 /// Keeps `moka_dead_letter_queue_depth` current, for alerting.
 async fn watch_dead_letter_depth(worker: Arc<Worker>, stop: CancellationToken) {
     loop {
-        if let Some(depth) = worker.publisher.queue_depth(&worker.topology.dead_queue).await {
+        if let Some(depth) = worker.lanes.publisher.queue_depth(&worker.lanes.topology.dead_queue).await {
             metrics::gauge!("moka_dead_letter_queue_depth").set(depth as f64);
         }
         tokio::select! {

@@ -116,8 +116,8 @@ impl Hosts {
         }
     }
 
-    /// Hosts known now (tests).
-    pub fn len(&self) -> usize {
+    /// Hosts known now.
+    pub fn known(&self) -> usize {
         self.table.lock().expect("hosts table").len()
     }
 }
@@ -166,6 +166,6 @@ mod tests {
         drop(hosts.acquire("a:80").await);
         assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
         drop(hosts.acquire("b:80").await);
-        assert_eq!(hosts.len(), 0, "released hosts with an open gate are forgotten");
+        assert_eq!(hosts.known(), 0, "released hosts with an open gate are forgotten");
     }
 }
