@@ -58,7 +58,7 @@ WHERE a.moka_id = ANY($1) AND a.status = 'pending'
 const ADD_PENDING_SQL: &str = "
 INSERT INTO candidate_attachments (moka_id, kind, url, status, requested_at)
 SELECT u.moka_id, u.kind, u.url, 'pending', now() FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(moka_id, kind, url)
-ORDER BY 1, 2, 3
+-- No sort for lock order: the candidate rows, locked first in id order, already serialize writers.
 ON CONFLICT (moka_id, kind, url) DO UPDATE SET status = 'pending', error = NULL, requested_at = now()
 -- A stored file is not fetched again; a pending one is already on its way; a failed one is asked for again.
 WHERE candidate_attachments.status = 'failed'";

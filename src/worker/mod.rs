@@ -139,6 +139,7 @@ pub async fn spawn_with_lookup(
             backlog: backlog.clone(),
             floor: (a.concurrency / 32).max(4),
             in_flight: Default::default(),
+            active_jobs: Default::default(),
             results,
             publisher: publisher.clone(),
             topology: topology.clone(),

@@ -56,6 +56,8 @@ pub struct Downloads {
     pub backlog: Arc<Backlog>,
     pub floor: usize,
     pub in_flight: AtomicUsize,
+    /// Jobs being worked on; while the lanes are behind, one at a time.
+    pub active_jobs: AtomicUsize,
     pub results: Results,
     /// Retries and dead letters (confirmed before the job is acknowledged).
     pub publisher: Arc<Publisher>,
@@ -210,6 +212,8 @@ impl Downloads {
                 return Ok(());
             }
         };
+        // While the lanes are behind, jobs wait (even their reading costs the database), one at a time.
+        let _active = self.take_turn().await;
         // Links stored meanwhile, or dropped by a newer submission, are not fetched.
         let wanted = match self.still_wanted(&job.links).await {
             Ok(w) => w,
@@ -281,6 +285,21 @@ impl Downloads {
                     self.hosts.defer(&host, wait);
                 }
                 Settled::Later(link, t)
+            }
+        }
+    }
+
+    /// Counts this job as active, first waiting while the lanes are behind and another job is.
+    async fn take_turn(&self) -> ActiveJob<'_> {
+        loop {
+            let now = self.active_jobs.load(Ordering::Relaxed);
+            if (now == 0 || !self.backlog.busy())
+                && self.active_jobs.compare_exchange(now, now + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                return ActiveJob(&self.active_jobs);
+            }
+            if self.backlog.busy() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -362,6 +381,15 @@ impl Downloads {
 
     fn letter<'a>(&'a self, kind: &'a str, message: &'a str, history: &History) -> DeadLetter<'a> {
         DeadLetter { kind, message, fields: None, attempts: history.attempts(), failed_by: &self.name }
+    }
+}
+
+/// A job being worked on; counted down when dropped.
+struct ActiveJob<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveJob<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
