@@ -6,8 +6,9 @@
 //!   submission to RabbitMQ, answer once the broker confirmed it.
 //! - [`broker`]: topology, the message [`broker::envelope`], its [`broker::headers`] on the way
 //!   back (retries, dead letters), a supervised confirm-mode publisher.
-//! - [`worker`]: consume, validate and normalize ([`domain`]), download attachments, write in
-//!   batches ([`store`]), retry what fails for a moment, dead-letter what cannot succeed.
+//! - [`worker`]: consume, validate and normalize ([`domain`]), write in batches ([`store`]), retry
+//!   what fails for a moment, dead-letter what cannot succeed; then, off the candidate's path,
+//!   download the attachments through a queue of their own.
 //! - [`domain`]: pure rules: the payload reader, limits, candidate, dates, degrees, fields.
 //! - [`store`]: PostgreSQL (pool, migrations, the batch writer, attachment rows) and blob storage.
 //! - [`dlq`]: the dead-letter queue as operators see it, and the `dlq` commands.

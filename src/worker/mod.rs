@@ -1,7 +1,7 @@
-//! The worker: consumes submissions, validates and normalizes them, fetches their attachments,
-//! writes them to PostgreSQL in batches, and acknowledges only after the commit. What fails
-//! for a moment is retried later through delay queues; what cannot succeed goes to the
-//! dead-letter queue with its reason.
+//! The worker: consumes submissions, validates and normalizes them, writes them to PostgreSQL in
+//! batches, and acknowledges only after the commit; their attachments follow, downloaded by a
+//! consumer of their own. What fails for a moment is retried later through delay queues; what
+//! cannot succeed goes to the dead-letter queue with its reason.
 //!
 //! This file starts a worker: it builds the parts from their own settings sections and runs the
 //! lanes. One job per module:
