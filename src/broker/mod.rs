@@ -1,6 +1,7 @@
 //! RabbitMQ: the topology ([`topology`]), the message format ([`envelope`]), and a supervised,
 //! self-healing connection with confirm-mode publishing ([`publisher`]).
 
+pub mod consumer;
 pub mod download;
 pub mod envelope;
 pub mod headers;

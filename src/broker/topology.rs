@@ -117,60 +117,34 @@ impl Topology {
         .await?;
 
         ch.exchange_declare(&self.exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;
-        let mut args = quorum_args();
-        // RabbitMQ 3.10 has no default delivery limit: without one a poison message loops forever.
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
-        );
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dead_exchange.clone().into()));
-        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(DEAD_KEY.into()));
-        // At-least-once dead-lettering: the broker keeps a message until the DLQ confirmed it, so a
-        // crash mid-move duplicates at worst. It requires overflow=reject-publish.
-        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
-        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-        ch.queue_declare(&self.queue, durable_queue(), args).await?;
+        // Submissions and downloads: a message that keeps crashing or hanging the worker is
+        // dead-lettered by the broker after the delivery limit (RabbitMQ 3.10 has no default one:
+        // without it a poison message loops forever).
+        for queue in [&self.queue, &self.downloads] {
+            let mut args = dead_lettering_to(&self.dead_exchange, DEAD_KEY);
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
+            );
+            ch.queue_declare(queue, durable_queue(), args).await?;
+        }
         ch.queue_bind(&self.queue, &self.exchange, SUBMISSION_KEY, QueueBindOptions::default(), FieldTable::default())
             .await?;
 
-        for delay in &self.retry_delays {
-            let mut args = quorum_args();
-            // Expired messages go back to the submission exchange: that is the retry.
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.exchange.clone().into()));
-            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(SUBMISSION_KEY.into()));
-            args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
-            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        // Delay queues: expired messages go back where they came from (that is the retry):
+        // submissions to their exchange, downloads to their queue through the default exchange.
+        let submission_retries =
+            self.retry_delays.iter().map(|d| (self.retry_queue_name(*d), *d, &*self.exchange, SUBMISSION_KEY));
+        let download_retries =
+            self.download_delays.iter().map(|d| (self.download_retry_queue_name(*d), *d, "", &*self.downloads));
+        for (name, delay, exchange, key) in submission_retries.chain(download_retries) {
+            let mut args = dead_lettering_to(exchange, key);
             // Messages carry their own jittered expiration; this caps it.
             args.insert(
                 "x-message-ttl".into(),
-                AMQPValue::LongLongInt(i64::try_from(Self::retry_ttl(*delay).as_millis()).unwrap_or(i64::MAX)),
+                AMQPValue::LongLongInt(i64::try_from(Self::retry_ttl(delay).as_millis()).unwrap_or(i64::MAX)),
             );
-            ch.queue_declare(&self.retry_queue_name(*delay), durable_queue(), args).await?;
-        }
-
-        // Downloads: a download that keeps crashing the worker is dead-lettered by the broker too.
-        let mut args = quorum_args();
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
-        );
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dead_exchange.clone().into()));
-        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(DEAD_KEY.into()));
-        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
-        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-        ch.queue_declare(&self.downloads, durable_queue(), args).await?;
-        for delay in &self.download_delays {
-            let mut args = quorum_args();
-            // Expired jobs go back to the downloads queue (through the default exchange).
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(self.downloads.clone().into()));
-            args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
-            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-            args.insert(
-                "x-message-ttl".into(),
-                AMQPValue::LongLongInt(i64::try_from(Self::retry_ttl(*delay).as_millis()).unwrap_or(i64::MAX)),
-            );
-            ch.queue_declare(&self.download_retry_queue_name(*delay), durable_queue(), args).await?;
+            ch.queue_declare(&name, durable_queue(), args).await?;
         }
         Ok(())
     }
@@ -194,6 +168,18 @@ impl Topology {
 
 fn durable_queue() -> QueueDeclareOptions {
     QueueDeclareOptions { durable: true, ..Default::default() }
+}
+
+/// Quorum-queue arguments that dead-letter to `exchange` with `key`, at least once: the broker
+/// keeps a message until the target confirmed it, so a crash mid-move duplicates at worst (this
+/// requires overflow = reject-publish).
+fn dead_lettering_to(exchange: &str, key: &str) -> FieldTable {
+    let mut args = quorum_args();
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(exchange.into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(key.into()));
+    args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+    args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    args
 }
 
 /// Quorum queues replicate and fsync every message before confirming it (and are faster than

@@ -11,12 +11,7 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use lapin::{
-    message::Delivery,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
-    types::FieldTable,
-    Consumer,
-};
+use lapin::{message::Delivery, Consumer};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +20,11 @@ use tracing::{info, warn, Instrument};
 use super::{attachments::jobs::JobQueue, backlog::Backlog, batch::Batches, finish, outcome::BatchError};
 use crate::{
     backoff::Backoff,
-    broker::{self, publisher::Publisher, topology::Topology},
+    broker::{
+        consumer::{self, ConsumeError},
+        publisher::Publisher,
+        topology::Topology,
+    },
     telemetry,
 };
 
@@ -61,12 +60,8 @@ pub struct LaneOptions {
 /// Why a lane lost its consumer and reconnects.
 #[derive(Debug, thiserror::Error)]
 enum LaneError {
-    #[error("{what}")]
-    Broker {
-        what: &'static str,
-        #[source]
-        source: lapin::Error,
-    },
+    #[error(transparent)]
+    Broker(#[from] ConsumeError),
     #[error("the broker cancelled the consumer")]
     Cancelled,
     #[error(transparent)]
@@ -95,29 +90,19 @@ async fn consume(
     backoff: &mut Backoff,
 ) -> Result<(), LaneError> {
     let s = &worker.options;
-    let broker_err = |what| move |source| LaneError::Broker { what, source };
-    // Consume only once failed messages can be moved on (retries, dead letters): otherwise the
-    // first failures would bounce back to the queue and count as redeliveries.
-    while !worker.publisher.is_ready() {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = shutdown.cancelled() => return Ok(()),
-        }
+    // Consume only once failed messages can be moved on (retries, dead letters).
+    if !consumer::wait_for(&worker.publisher, shutdown).await {
+        return Ok(());
     }
-    let conn = broker::connect(s.amqp_url.expose_secret(), &format!("moka-ingest worker lane {id}"))
-        .await
-        .map_err(broker_err("connect"))?;
-    let ch = conn.create_channel().await.map_err(broker_err("open a channel"))?;
-    worker.topology.declare(&ch).await.map_err(broker_err("declare the topology"))?;
-    // Prefetch bounds what this lane holds unacknowledged (and so its memory), whatever the queue depth.
-    ch.basic_qos(s.prefetch, BasicQosOptions::default()).await.map_err(broker_err("set the prefetch"))?;
-    let tag = format!("{}-lane{id}", worker.name);
-    // Manual acks (no_ack: false): a message is acknowledged only after its batch is committed.
-    let options = BasicConsumeOptions { no_ack: false, ..Default::default() };
-    let mut consumer = ch
-        .basic_consume(&worker.topology.queue, &tag, options, FieldTable::default())
-        .await
-        .map_err(broker_err("consume"))?;
+    let spec = consumer::Spec {
+        url: s.amqp_url.expose_secret(),
+        name: &format!("moka-ingest worker lane {id}"),
+        queue: &worker.topology.queue,
+        tag: format!("{}-lane{id}", worker.name),
+        // Prefetch bounds what this lane holds unacknowledged (and so its memory).
+        prefetch: s.prefetch,
+    };
+    let mut open = consumer::open(spec, &worker.topology).await?;
     worker.up.fetch_add(1, Ordering::Relaxed);
     backoff.reset();
     info!(lane = id, "consuming");
@@ -127,13 +112,13 @@ async fn consume(
     let finisher = tokio::spawn(finish::run(worker.jobs.clone(), finish_rx));
     let result = loop {
         let batch = tokio::select! {
-            b = collect(&mut consumer, s.batch_size, s.batch_max_bytes, s.batch_wait) => b,
+            b = collect(&mut open.consumer, s.batch_size, s.batch_max_bytes, s.batch_wait) => b,
             _ = shutdown.cancelled() => break Ok(()),
         };
         let batch = match batch {
             Ok(b) if b.is_empty() => break Err(LaneError::Cancelled),
             Ok(b) => b,
-            Err(source) => break Err(LaneError::Broker { what: "receive", source }),
+            Err(source) => break Err(LaneError::Broker(ConsumeError { what: "receive", source })),
         };
         if batch.len() >= s.batch_size {
             worker.backlog.mark();
@@ -160,10 +145,7 @@ async fn consume(
         _ => result,
     };
     worker.up.fetch_sub(1, Ordering::Relaxed);
-    // Stop deliveries, then close: what this lane still holds unacknowledged goes back to the queue.
-    let _ = ch.basic_cancel(&tag, BasicCancelOptions::default()).await;
-    let _ = ch.close(200, "bye").await;
-    let _ = conn.close(200, "bye").await;
+    open.close().await;
     result
 }
 

@@ -69,6 +69,32 @@ fn stored_files(prefix: &str) -> usize {
     walk(&attachments_dir(prefix).join("sha256"))
 }
 
+/// A test's broker namespace, schema, file server and worker (with `tune`d settings).
+struct Setup {
+    broker: TestBroker,
+    db: TestDb,
+    files: FileServer,
+    worker: TestWorker,
+}
+
+impl Setup {
+    async fn start(tune: impl FnOnce(&mut moka_ingest::config::Settings)) -> Setup {
+        let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+        let files = FileServer::start("http://127.0.0.2:1/").await;
+        broker.declare().await;
+        let mut s = settings(&broker, &db);
+        tune(&mut s);
+        let worker = TestWorker::spawn_with_test_lookup(&s).await;
+        Setup { broker, db, files, worker }
+    }
+
+    /// Publishes candidate `id` (its submission `newer` seconds after now) linking `resume` and `offers`.
+    async fn publish(&self, id: &str, newer: i64, resume: &str, offers: serde_json::Value) {
+        let meta = Meta::new("ak", helpers::now() + newer, id, Utc::now());
+        self.broker.publish(&meta, &payload(id, resume, "", offers)).await;
+    }
+}
+
 #[tokio::test]
 async fn attachments_are_stored_by_content_with_hash_type_and_name_and_fetched_once() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
@@ -208,122 +234,98 @@ async fn blocked_addresses_are_refused_without_connecting() {
 
 #[tokio::test]
 async fn a_server_error_is_retried_and_then_stored() {
-    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
-    let files = FileServer::start("http://127.0.0.2:1/").await;
-    broker.declare().await;
-    let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
-    broker
-        .publish(
-            &Meta::new("ak", helpers::now(), "flaky", Utc::now()),
-            &payload("flaky", &files.url("flaky"), "", json!("")),
-        )
-        .await;
-    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
-    assert_eq!(files.hits("flaky"), 2, "500 first, then 200 on the retry");
-    assert_eq!(db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await, 1);
-    worker.stop().await;
+    let t = Setup::start(|_| {}).await;
+    t.publish("flaky", 0, &t.files.url("flaky"), json!("")).await;
+    assert_eq!(t.db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
+    assert_eq!(t.files.hits("flaky"), 2, "500 first, then 200 on the retry");
+    assert_eq!(t.db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await, 1);
+    t.worker.stop().await;
 }
 
 #[tokio::test]
 async fn an_endless_body_is_cut_at_the_deadline_and_retried_while_the_candidate_is_already_stored() {
-    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
-    let files = FileServer::start("http://127.0.0.2:1/").await;
-    broker.declare().await;
-    let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
+    let t = Setup::start(|_| {}).await;
     let started = Instant::now();
-    broker
-        .publish(
-            &Meta::new("ak", helpers::now(), "slow", Utc::now()),
-            &payload("slow", &files.url("slow"), "", json!("")),
-        )
-        .await;
-    assert_eq!(db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await, 1, "the candidate does not wait for its file");
-    assert!(files.slow_dropped_at().is_none(), "committed while the download is still running");
-    assert_eq!(rows(&db, "slow").await[0].1, "pending");
-    eventually(WAIT, "the slow download is abandoned", || async { files.slow_dropped_at().is_some() }).await;
-    let took = files.slow_dropped_at().unwrap() - started;
+    t.publish("slow", 0, &t.files.url("slow"), json!([])).await;
+    assert_eq!(
+        t.db.wait_count("SELECT 1 FROM candidates", 1, WAIT).await,
+        1,
+        "the candidate does not wait for its file"
+    );
+    assert!(t.files.slow_dropped_at().is_none(), "committed while the download is still running");
+    assert_eq!(rows(&t.db, "slow").await[0].1, "pending");
+    eventually(WAIT, "the slow download is abandoned", || async { t.files.slow_dropped_at().is_some() }).await;
+    let took = t.files.slow_dropped_at().unwrap() - started;
     assert!(took < Duration::from_millis(2500), "cut at the 1 s deadline, took {took:?}");
     // Retried through the (short) schedule, each time cut at the deadline, then dead with its reason.
-    assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
-    let dead = broker.drain(&broker.topology.dead_queue).await;
+    assert_eq!(t.broker.wait_depth(&t.broker.topology.dead_queue, 1).await, 1);
+    let dead = t.broker.drain(&t.broker.topology.dead_queue).await;
     let h = dead[0].delivery.properties.headers().clone().unwrap();
     assert_eq!(moka_ingest::broker::headers::text(&h, "x-error-kind").as_deref(), Some("attachment"));
     assert!(moka_ingest::broker::headers::text(&h, "x-error-message").unwrap().contains("gave up after 3 retries"));
-    assert_eq!(files.hits("slow"), 4, "first attempt and three retries");
-    let row = rows(&db, "slow").await.remove(0);
+    assert_eq!(t.files.hits("slow"), 4, "first attempt and three retries");
+    let row = rows(&t.db, "slow").await.remove(0);
     assert_eq!(row.1, "failed");
     assert!(row.6.unwrap().contains("gave up after 3 retries"));
-    assert_eq!(db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await, 1, "the candidate is untouched");
-    worker.stop().await;
+    assert_eq!(
+        t.db.count("SELECT 1 FROM submissions WHERE outcome = 'applied'").await,
+        1,
+        "the candidate is untouched"
+    );
+    t.worker.stop().await;
 }
 
 #[tokio::test]
 async fn a_burst_of_candidates_never_has_more_downloads_at_one_host_than_its_limit() {
-    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
-    let files = FileServer::start("http://127.0.0.2:1/").await;
-    broker.declare().await;
-    let mut s = settings(&broker, &db);
-    s.attachments.per_host = 3;
-    let worker = TestWorker::spawn_with_test_lookup(&s).await;
+    let t = Setup::start(|s| s.attachments.per_host = 3).await;
     for i in 0..20 {
         let id = format!("burst-{i}");
-        let body = payload(&id, &files.url(&format!("held-cv-{i}")), &files.url(&format!("held-fb-{i}")), json!([]));
-        broker.publish(&Meta::new("ak", helpers::now(), &id, Utc::now()), &body).await;
+        let body =
+            payload(&id, &t.files.url(&format!("held-cv-{i}")), &t.files.url(&format!("held-fb-{i}")), json!([]));
+        t.broker.publish(&Meta::new("ak", helpers::now(), &id, Utc::now()), &body).await;
     }
-    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 40, WAIT).await, 40);
-    assert_eq!(files.held_peak(), 3, "never more than the per-host limit at once, and the limit is used");
-    worker.stop().await;
+    assert_eq!(t.db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 40, WAIT).await, 40);
+    assert_eq!(t.files.held_peak(), 3, "never more than the per-host limit at once, and the limit is used");
+    t.worker.stop().await;
 }
 
 #[tokio::test]
 async fn a_host_that_answers_429_with_retry_after_is_not_asked_again_before_that() {
-    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
-    let files = FileServer::start("http://127.0.0.2:1/").await;
-    broker.declare().await;
-    let worker = TestWorker::spawn_with_test_lookup(&settings(&broker, &db)).await;
+    let t = Setup::start(|_| {}).await;
     // The test schedule's delays (200, 400, 800 ms) are all shorter than the 2 s asked for.
-    broker
-        .publish(
-            &Meta::new("ak", helpers::now(), "busy", Utc::now()),
-            &payload("busy", &files.url("busy"), "", json!([])),
-        )
-        .await;
-    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
-    let times = files.times("busy");
+    t.publish("busy", 0, &t.files.url("busy"), json!([])).await;
+    assert_eq!(t.db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
+    let times = t.files.times("busy");
     assert_eq!(times.len(), 2, "429, then 200");
     let waited = times[1] - times[0];
     assert!(waited >= Duration::from_secs(2), "asked again after {waited:?}, before the 2 s of Retry-After");
-    worker.stop().await;
+    t.worker.stop().await;
 }
 
 #[tokio::test]
 async fn a_newer_submission_while_downloads_are_pending_ends_with_its_own_links_only() {
-    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
-    let files = FileServer::start("http://127.0.0.2:1/").await;
-    broker.declare().await;
-    let mut s = settings(&broker, &db);
-    s.attachments.total_timeout_ms = 5000; // the slow file completes, after 2 s
-    let worker = TestWorker::spawn_with_test_lookup(&s).await;
-    let older = payload("newer", &files.url("slow2s"), "", json!([files.url("photo.png")]));
-    broker.publish(&Meta::new("ak", helpers::now(), "newer", Utc::now()), &older).await;
-    eventually(WAIT, "the older submission's slow download starts", || async { files.hits("slow2s") == 1 }).await;
-    assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
-    let newer = payload("newer", &files.url("cv.pdf"), "", json!([files.url("photo.png")]));
-    broker.publish(&Meta::new("ak", helpers::now() + 1, "newer", Utc::now()), &newer).await;
-    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 2, WAIT).await, 2);
+    // The slow file completes, after 2 s.
+    let t = Setup::start(|s| s.attachments.total_timeout_ms = 5000).await;
+    let older = payload("newer", &t.files.url("slow2s"), "", json!([t.files.url("photo.png")]));
+    t.broker.publish(&Meta::new("ak", helpers::now(), "newer", Utc::now()), &older).await;
+    eventually(WAIT, "the older submission's slow download starts", || async { t.files.hits("slow2s") == 1 }).await;
+    assert_eq!(t.db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
+    let newer = payload("newer", &t.files.url("cv.pdf"), "", json!([t.files.url("photo.png")]));
+    t.broker.publish(&Meta::new("ak", helpers::now() + 1, "newer", Utc::now()), &newer).await;
+    assert_eq!(t.db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 2, WAIT).await, 2);
     // The older download completes after the newer submission dropped its link: it finds no row to settle.
     eventually(WAIT, "the slow download is done", || async {
-        files.times("slow2s").first().is_some_and(|t| t.elapsed() > Duration::from_millis(2500))
+        t.files.times("slow2s").first().is_some_and(|t| t.elapsed() > Duration::from_millis(2500))
     })
     .await;
-    assert_eq!(files.hits("slow2s"), 1, "downloaded once, completely");
-    assert_eq!(broker.wait_depth(&broker.topology.downloads, 0).await, 0);
-    let got = rows(&db, "newer").await;
+    assert_eq!(t.files.hits("slow2s"), 1, "downloaded once, completely");
+    assert_eq!(t.broker.wait_depth(&t.broker.topology.downloads, 0).await, 0);
+    let got = rows(&t.db, "newer").await;
     let urls: Vec<(&str, &str)> = got.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
-    let (cv, png) = (files.url("cv.pdf"), files.url("photo.png"));
+    let (cv, png) = (t.files.url("cv.pdf"), t.files.url("photo.png"));
     let mut want = vec![(cv.as_str(), "stored"), (png.as_str(), "stored")];
     want.sort();
     assert_eq!(urls, want, "the dropped link was not resurrected by its late download");
-    assert_eq!(files.hits("photo.png"), 1, "a link kept by the newer submission is fetched once");
-    worker.stop().await;
+    assert_eq!(t.files.hits("photo.png"), 1, "a link kept by the newer submission is fetched once");
+    t.worker.stop().await;
 }

@@ -17,8 +17,7 @@ use deadpool_postgres::Pool;
 use futures_util::{stream::FuturesUnordered, FutureExt, StreamExt};
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
-    types::FieldTable,
+    options::{BasicAckOptions, BasicNackOptions},
     BasicProperties,
 };
 use rand::Rng;
@@ -35,7 +34,7 @@ use super::{
 use crate::{
     backoff::Backoff,
     broker::{
-        self,
+        consumer::{self, ConsumeError},
         download::Job,
         headers::{self, DeadLetter, History},
         publisher::Publisher,
@@ -74,13 +73,9 @@ pub struct Downloads {
 
 /// Why the consumer lost its connection and reconnects.
 #[derive(Debug, thiserror::Error)]
-enum ConsumeError {
-    #[error("{what}")]
-    Broker {
-        what: &'static str,
-        #[source]
-        source: lapin::Error,
-    },
+enum LostError {
+    #[error(transparent)]
+    Broker(#[from] ConsumeError),
     #[error("the broker cancelled the consumer")]
     Cancelled,
 }
@@ -115,30 +110,18 @@ impl Downloads {
         }
     }
 
-    async fn consume(
-        self: &Arc<Self>,
-        shutdown: &CancellationToken,
-        backoff: &mut Backoff,
-    ) -> Result<(), ConsumeError> {
-        let broker_err = |what| move |source| ConsumeError::Broker { what, source };
-        while !self.publisher.is_ready() {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = shutdown.cancelled() => return Ok(()),
-            }
+    async fn consume(self: &Arc<Self>, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<(), LostError> {
+        if !consumer::wait_for(&self.publisher, shutdown).await {
+            return Ok(());
         }
-        let conn = broker::connect(self.amqp_url.expose_secret(), "moka-ingest worker downloads")
-            .await
-            .map_err(broker_err("connect"))?;
-        let ch = conn.create_channel().await.map_err(broker_err("open a channel"))?;
-        self.topology.declare(&ch).await.map_err(broker_err("declare the topology"))?;
-        ch.basic_qos(self.prefetch, BasicQosOptions::default()).await.map_err(broker_err("set the prefetch"))?;
-        let tag = format!("{}-downloads", self.name);
-        let options = BasicConsumeOptions { no_ack: false, ..Default::default() };
-        let mut consumer = ch
-            .basic_consume(&self.topology.downloads, &tag, options, FieldTable::default())
-            .await
-            .map_err(broker_err("consume"))?;
+        let spec = consumer::Spec {
+            url: self.amqp_url.expose_secret(),
+            name: "moka-ingest worker downloads",
+            queue: &self.topology.downloads,
+            tag: format!("{}-downloads", self.name),
+            prefetch: self.prefetch,
+        };
+        let mut open = consumer::open(spec, &self.topology).await?;
         self.up.store(true, Ordering::Relaxed);
         backoff.reset();
         info!(prefetch = self.prefetch, "consuming downloads");
@@ -147,9 +130,9 @@ impl Downloads {
         let mut jobs = FuturesUnordered::new();
         let result = loop {
             tokio::select! {
-                next = consumer.next() => match next {
-                    None => break Err(ConsumeError::Cancelled),
-                    Some(Err(source)) => break Err(ConsumeError::Broker { what: "receive", source }),
+                next = open.consumer.next() => match next {
+                    None => break Err(LostError::Cancelled),
+                    Some(Err(source)) => break Err(LostError::Broker(ConsumeError { what: "receive", source })),
                     Some(Ok(delivery)) => jobs.push(tokio::spawn(self.clone().guarded(delivery, stop.clone()))),
                 },
                 Some(_) = jobs.next() => {}
@@ -163,9 +146,7 @@ impl Downloads {
         for job in jobs.iter() {
             job.abort();
         }
-        let _ = ch.basic_cancel(&tag, BasicCancelOptions::default()).await;
-        let _ = ch.close(200, "bye").await;
-        let _ = conn.close(200, "bye").await;
+        open.close().await;
         result
     }
 
