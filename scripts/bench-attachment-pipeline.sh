@@ -40,13 +40,11 @@ FPID=$!
 PIDS+=($FPID)
 now_ms() { date +%s%3N; }
 
-# A fresh schema, migrated; prints its name.
+# A fresh schema, migrated (and dropped at exit).
 new_schema() {
-    local s=bench_pipe_$$_$1
-    SCHEMAS+=("$s")
-    $PSQL -c "CREATE SCHEMA $s" >/dev/null
-    DATABASE_URL="postgres://root@127.0.0.1:5432/test?options=-c%20search_path%3D$s" "$M" migrate >/dev/null 2>&1
-    echo "$s"
+    SCHEMAS+=("$1")
+    $PSQL -c "CREATE SCHEMA $1" >/dev/null
+    DATABASE_URL="postgres://root@127.0.0.1:5432/test?options=-c%20search_path%3D$1" "$M" migrate >/dev/null 2>&1
 }
 
 # start_worker PREFIX SCHEMA: starts a worker with default settings (files from loopback allowed).
@@ -63,7 +61,8 @@ publish() { MOKA_INGEST_QUEUE_PREFIX=$1 "$EX/publish_candidates" "$2" "$3" "$HOS
 q() { $PSQL -c "$1" 2>/dev/null || echo 0; }
 
 # 1. Baseline: no links.
-sa=$(new_schema a)
+sa=bench_pipe_$$_a
+new_schema "$sa"
 publish "${PREFIX}a" "$N" 0 0 base
 start_worker "${PREFIX}a" "$sa"
 until [ "$(q "SELECT count(*) FROM $sa.submissions")" -ge "$N" ]; do sleep 0.05; done
@@ -71,7 +70,8 @@ base_rate=$(q "SELECT round($N / extract(epoch FROM max(processed_at) - min(proc
 kill -TERM "$WPID"; wait "$WPID" 2>/dev/null || true
 
 # 2. Two links each.
-sb=$(new_schema b)
+sb=bench_pipe_$$_b
+new_schema "$sb"
 publish "${PREFIX}b" "$N" 2 0 links
 start_worker "${PREFIX}b" "$sb"
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18102/readyz >/dev/null && break; sleep 0.1; done

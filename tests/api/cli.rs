@@ -80,6 +80,7 @@ async fn the_binary_takes_its_settings_from_the_environment_signs_and_stops_on_s
         .env("AMQP_URL", AMQP_URL)
         .env("MOKA_INGEST_LOG_FORMAT", "json")
         .env("MOKA_INGEST_RETRY__SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
+        .env("MOKA_INGEST_RETRY__DOWNLOAD_SCHEDULE", crate::helpers::TEST_RETRY_SCHEDULE)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -40,6 +40,7 @@ async fn dlq_cli(broker: &TestBroker, schedule: &str, args: &[&str]) -> (bool, S
         .env("AMQP_URL", AMQP_URL)
         .env("MOKA_INGEST_KEYS", format!("{}:{}", helpers::ACCESS_KEY, helpers::SECRET))
         .env("MOKA_INGEST_RETRY__SCHEDULE", schedule)
+        .env("MOKA_INGEST_RETRY__DOWNLOAD_SCHEDULE", schedule)
         .stdin(Stdio::null())
         .output()
         .await

@@ -46,14 +46,16 @@ impl TestBroker {
         Self::with_schedule(TEST_RETRY_SCHEDULE).await
     }
 
-    /// A namespace whose retry queues follow `schedule` (pass the same as `retry.schedule`).
+    /// A namespace whose retry queues follow `schedule` (pass the same as `retry.schedule`; downloads
+    /// always retry on the test schedule).
     pub async fn with_schedule(schedule: &str) -> TestBroker {
         sweep::once().await;
         let prefix = unique_prefix();
         let conn = broker::connect(AMQP_URL, "moka-ingest tests").await.expect("RabbitMQ on 127.0.0.1:5672");
         let ch = conn.create_channel().await.unwrap();
         let delays = moka_ingest::config::parse_schedule(schedule).unwrap();
-        TestBroker { topology: Topology::new(&prefix, 5, delays.clone(), delays), prefix, _conn: conn, ch }
+        let download_delays = moka_ingest::config::parse_schedule(TEST_RETRY_SCHEDULE).unwrap();
+        TestBroker { topology: Topology::new(&prefix, 5, delays, download_delays), prefix, _conn: conn, ch }
     }
 
     /// Messages ready in a queue.
