@@ -1,7 +1,7 @@
 //! A fast file server for `scripts/bench-attachment-pipeline.sh`: answers every `GET /<path>`
 //! after a fixed latency with a distinct file of about `--size` bytes (a PDF header, the path,
 //! filler), on each of the given loopback addresses. Tokio-based, so that the server is not the
-//! limit. Counts requests and the most answered at once, printed at SIGTERM/SIGINT.
+//! limit. Counts requests, connections and the most answered at once, printed at SIGTERM/SIGINT.
 //!
 //! ```sh
 //! cargo run --release --example file_server -- 127.0.0.1:18101,127.0.0.2:18101 100 51200
@@ -20,6 +20,7 @@ use axum::{
     http::header,
     response::IntoResponse,
     routing::get,
+    serve::ListenerExt,
     Router,
 };
 use bytes::Bytes;
@@ -30,6 +31,8 @@ struct Shared {
     now: AtomicUsize,
     peak: AtomicUsize,
     total: AtomicUsize,
+    /// Connections accepted: far fewer than requests when the client reuses them.
+    connections: AtomicUsize,
 }
 
 async fn file(State(s): State<Arc<Shared>>, Path(path): Path<String>) -> impl IntoResponse {
@@ -62,12 +65,16 @@ async fn main() -> anyhow::Result<()> {
         now: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
         total: AtomicUsize::new(0),
+        connections: AtomicUsize::new(0),
     });
     let app = Router::new().route("/{*path}", get(file)).with_state(shared.clone());
     for addr in addrs.split(',') {
         let ip: std::net::SocketAddr = addr.parse()?;
         anyhow::ensure!(ip.ip().is_loopback(), "{addr}: loopback addresses only");
-        let listener = tokio::net::TcpListener::bind(ip).await?;
+        let counted = shared.clone();
+        let listener = tokio::net::TcpListener::bind(ip).await?.tap_io(move |_| {
+            counted.connections.fetch_add(1, Ordering::Relaxed);
+        });
         let app = app.clone();
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
@@ -78,8 +85,9 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     eprintln!(
-        "file_server: {} requests, at most {} at once",
+        "file_server: {} requests on {} connections, at most {} at once",
         shared.total.load(Ordering::Relaxed),
+        shared.connections.load(Ordering::Relaxed),
         shared.peak.load(Ordering::Relaxed)
     );
     Ok(())
