@@ -69,10 +69,11 @@ pub async fn open(spec: Spec<'_>, topology: &Topology) -> Result<Consuming, Cons
 }
 
 impl Consuming {
-    /// Stops deliveries, then closes: what is still unacknowledged goes back to the queue.
+    /// Stops deliveries, then closes the connection (and with it the channel, in one exchange:
+    /// closing the channel first leaves its close-ok racing the connection's close): what is still
+    /// unacknowledged goes back to the queue.
     pub async fn close(self) {
         let _ = self.ch.basic_cancel(&self.tag, BasicCancelOptions::default()).await;
-        let _ = self.ch.close(200, "bye").await;
         let _ = self.conn.close(200, "bye").await;
     }
 }
