@@ -12,6 +12,7 @@
 //! - [`domain`]: pure rules: the payload reader, limits, candidate, dates, degrees, fields.
 //! - [`store`]: PostgreSQL (pool, migrations, the batch writer, attachment rows) and blob storage.
 //! - [`dlq`]: the dead-letter queue as operators see it, and the `dlq` commands.
+//! - [`console`]: the operator console, in progress: its users and their password hashes.
 //! - [`backoff`]: the one exponential backoff with jitter of every reconnect and retry loop.
 //! - [`config`]: `config/default.toml`, then a file, then environment variables; parsed once
 //!   into types. Layers: imports point down only (`tests/layers.rs`).
@@ -25,6 +26,7 @@ pub mod app;
 pub mod backoff;
 pub mod broker;
 pub mod config;
+pub mod console;
 pub mod dlq;
 pub mod domain;
 pub mod health;

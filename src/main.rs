@@ -40,6 +40,16 @@ enum Command {
     Dlq(DlqCommand),
     /// Print a signed request body (or a curl command), or send it.
     Sign(SignArgs),
+    /// The operator console's tools.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
+}
+
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    /// Read a password from standard input (one line) and print its argon2id hash, for a line
+    /// `name:role:HASH` of the console's users file.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -137,6 +147,9 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Sign(args) = cli.command {
         return sign(args).await;
     }
+    if let Command::Console(ConsoleCommand::HashPassword) = cli.command {
+        return hash_password();
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -173,7 +186,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Sign(_) => unreachable!("handled above"),
+        Command::Sign(_) | Command::Console(_) => unreachable!("handled above"),
     }
 }
 
@@ -188,6 +201,18 @@ async fn dlq(settings: &Settings, cmd: DlqCommand) -> Result<bool> {
         DlqCommand::Purge { id, all, yes } => commands::purge(settings, &id, all, yes).await?,
     };
     Ok(ok)
+}
+
+/// `console hash-password`: one line of standard input (without its line end) → its hash.
+fn hash_password() -> Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    let hash =
+        moka_ingest::console::users::hash_password(password).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+    println!("{hash}");
+    Ok(())
 }
 
 async fn sign(args: SignArgs) -> Result<()> {

@@ -30,6 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dlq", &["domain", "config", "broker", "store"]),
     ("health", &["telemetry"]),
     ("sign", &["signing"]),
+    ("console", &["domain", "config", "broker", "store", "dlq", "health", "telemetry"]),
     ("app", &["config", "ingress", "worker", "store", "dlq", "telemetry", "shutdown"]),
 ];
 

@@ -310,3 +310,37 @@ async fn dlq_commands_refuse_what_they_cannot_do_as_asked_before_touching_the_br
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+/// `console hash-password`: the hash printed for a password read from standard input verifies that
+/// password in a users file, and no other.
+#[tokio::test]
+async fn console_hash_password_prints_an_argon2id_hash_that_a_users_file_accepts() {
+    use tokio::io::AsyncWriteExt;
+    let hash = |input: &'static str| async move {
+        let mut child = Command::new(BIN)
+            .args(["console", "hash-password"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).await.unwrap();
+        child.wait_with_output().await.unwrap()
+    };
+    let out = hash("correct horse battery staple\n").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let phc = printed.trim();
+    assert!(phc.starts_with("$argon2id$") && !phc.contains("correct horse"), "{phc}");
+
+    let path = std::env::temp_dir().join(format!("moka-users-cli-{}", std::process::id()));
+    std::fs::write(&path, format!("ana:operator:{phc}\n")).unwrap();
+    let users = moka_ingest::console::users::Users::load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(users.verify("ana", "correct horse battery staple"), Some(moka_ingest::console::users::Role::Operator));
+    assert_eq!(users.verify("ana", "correct horse battery staple\n"), None, "the line end is not part of it");
+
+    let empty = hash("\n").await;
+    assert!(!empty.status.success(), "an empty password is refused");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no password"));
+}
