@@ -58,7 +58,6 @@ WHERE a.moka_id = ANY($1) AND a.status = 'pending'
 const ADD_PENDING_SQL: &str = "
 INSERT INTO candidate_attachments (moka_id, kind, url, status, requested_at)
 SELECT u.moka_id, u.kind, u.url, 'pending', now() FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(moka_id, kind, url)
--- No sort for lock order: the candidate rows, locked first in id order, already serialize writers.
 ON CONFLICT (moka_id, kind, url) DO UPDATE SET status = 'pending', error = NULL, requested_at = now()
 -- A stored file is not fetched again; a pending one is already on its way; a failed one is asked for again.
 WHERE candidate_attachments.status = 'failed'";
@@ -82,6 +81,11 @@ const STATUS_SQL: &str = "
 SELECT u.i, a.status FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(moka_id, kind, url, i)
 JOIN candidate_attachments a ON a.moka_id = u.moka_id AND a.kind = u.kind AND a.url = u.url";
 
+/// A row's key, in the order rows are locked.
+fn key(l: &Link) -> (&str, &str, &str) {
+    (&l.moka_id, l.kind.as_str(), &l.url)
+}
+
 /// Columns of links, for UNNEST.
 fn columns<'a>(links: impl Iterator<Item = &'a Link>) -> (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>) {
     let mut cols = (Vec::new(), Vec::new(), Vec::new());
@@ -97,7 +101,11 @@ fn columns<'a>(links: impl Iterator<Item = &'a Link>) -> (Vec<&'a str>, Vec<&'a 
 /// exactly `links` (of every applied candidate). The pending rows of the candidates that existed
 /// before (`existed`) for other links are deleted, and each link not stored yet becomes `pending`.
 pub async fn record_pending(tx: &Transaction<'_>, existed: &[&str], links: &[Link]) -> Result<(), DbError> {
-    let (moka_id, kind, url) = columns(links.iter());
+    // Rows are written in key order, the order `settle` updates them in, so that the two wait for
+    // each other instead of deadlocking.
+    let mut sorted: Vec<&Link> = links.iter().collect();
+    sorted.sort_by(|a, b| key(a).cmp(&key(b)));
+    let (moka_id, kind, url) = columns(sorted.into_iter());
     if !existed.is_empty() {
         let drop = tx.prepare_cached(DROP_PENDING_SQL).await?;
         tx.execute(&drop, &[&existed, &moka_id, &kind, &url]).await?;
@@ -121,9 +129,10 @@ pub async fn pending(client: &impl GenericClient, ids: &[&str]) -> Result<Vec<Li
         .collect())
 }
 
-/// Which of `links` still want a download (their row is `pending`, or `failed` and asked for
-/// again by a replay): the others were stored meanwhile, or dropped by a newer submission.
-pub async fn still_wanted(client: &impl GenericClient, links: &[Link]) -> Result<Vec<bool>, DbError> {
+/// Which of `links` still want a download: their row is `pending`, or `failed` when an operator
+/// replays the download (`failed_too`). The others were settled meanwhile (a redelivered job does
+/// not fetch a dead link again), or dropped by a newer submission.
+pub async fn still_wanted(client: &impl GenericClient, links: &[Link], failed_too: bool) -> Result<Vec<bool>, DbError> {
     let (moka_id, kind, url) = columns(links.iter());
     let rows = client.query(STATUS_SQL, &[&moka_id, &kind, &url]).await?;
     let mut wanted = vec![false; links.len()];
@@ -131,7 +140,7 @@ pub async fn still_wanted(client: &impl GenericClient, links: &[Link]) -> Result
         let i: i64 = r.get(0);
         let status: &str = r.get(1);
         if let Some(w) = usize::try_from(i - 1).ok().and_then(|i| wanted.get_mut(i)) {
-            *w = status != "stored";
+            *w = status == "pending" || (failed_too && status == "failed");
         }
     }
     Ok(wanted)

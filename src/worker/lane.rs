@@ -66,6 +66,8 @@ enum LaneError {
     Cancelled,
     #[error(transparent)]
     Batch(BatchError),
+    #[error("the lane's finisher stopped")]
+    Finisher(#[source] tokio::task::JoinError),
 }
 
 /// Runs lane `id` until `shutdown`.
@@ -109,10 +111,17 @@ async fn consume(
 
     // Committed segments are finished (downloads queued, then acknowledged) by a task of their own.
     let (finish_tx, finish_rx) = mpsc::channel(4);
-    let finisher = tokio::spawn(finish::run(worker.jobs.clone(), finish_rx));
+    let mut finisher = tokio::spawn(finish::run(worker.jobs.clone(), finish_rx));
+    // The finisher ends early only when it failed; the lane must notice even when idle, or the
+    // segments it holds would wait for the next message to be acknowledged.
+    let mut finished = None;
     let result = loop {
         let batch = tokio::select! {
             b = collect(&mut open.consumer, s.batch_size, s.batch_max_bytes, s.batch_wait) => b,
+            f = &mut finisher => {
+                finished = Some(f);
+                break Ok(());
+            }
             _ = shutdown.cancelled() => break Ok(()),
         };
         let batch = match batch {
@@ -140,9 +149,14 @@ async fn consume(
     };
     // What was committed is finished before the channel closes (else it would only be redelivered).
     drop(finish_tx);
-    let result = match finisher.await {
+    let finished = match finished {
+        Some(f) => f,
+        None => finisher.await,
+    };
+    let result = match finished {
         Ok(Err(e)) => Err(LaneError::Batch(e)),
-        _ => result,
+        Err(e) => Err(LaneError::Finisher(e)),
+        Ok(Ok(())) => result,
     };
     worker.up.fetch_sub(1, Ordering::Relaxed);
     open.close().await;

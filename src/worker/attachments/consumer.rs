@@ -80,6 +80,16 @@ enum LostError {
     Cancelled,
 }
 
+/// Longest a download waits for a host's `Retry-After` gate before its job moves it to a delay
+/// queue instead.
+const MAX_GATE_WAIT: Duration = Duration::from_secs(5);
+
+/// Tries of a retry's or dead letter's publish before the job is returned to the queue.
+const PUBLISH_TRIES: u32 = 8;
+
+/// Longest a job or a download gives way to the lanes (see [`crate::worker::backlog`]).
+const MAX_YIELD: Duration = Duration::from_secs(60);
+
 /// How one link of a job ended.
 enum Settled {
     /// Its row is final (stored or failed), or it was not wanted any more.
@@ -189,14 +199,14 @@ impl Downloads {
                     &history,
                     &letter,
                 ));
-                self.publisher.publish(&self.topology.dead_exchange, DEAD_KEY, &delivery.data, props).await?;
+                self.publish(&self.topology.dead_exchange, DEAD_KEY, &delivery.data, props).await?;
                 return Ok(());
             }
         };
         // While the lanes are behind, jobs wait (even their reading costs the database), one at a time.
         let _active = self.take_turn().await;
         // Links stored meanwhile, or dropped by a newer submission, are not fetched.
-        let wanted = match self.still_wanted(&job.links).await {
+        let wanted = match self.still_wanted(&job.links, history.replayed).await {
             Ok(w) => w,
             Err(e) => {
                 warn!(error = %telemetry::chain(&e), "cannot read the attachment rows; fetching all links of the job");
@@ -225,9 +235,9 @@ impl Downloads {
         Ok(())
     }
 
-    async fn still_wanted(&self, links: &[Link]) -> Result<Vec<bool>, crate::store::DbError> {
+    async fn still_wanted(&self, links: &[Link], replayed: bool) -> Result<Vec<bool>, crate::store::DbError> {
         let client = self.pool.get().await?;
-        attachments::still_wanted(&client, links).await
+        attachments::still_wanted(&client, links, replayed).await
     }
 
     /// Downloads one link (waiting for its host and a slot) and settles its row.
@@ -236,14 +246,25 @@ impl Downloads {
         let span =
             tracing::info_span!("attachment", moka_id = %link.moka_id, kind = link.kind.as_str(), url = %link.url);
         let result = async {
-            let _host = self.hosts.acquire(&host).await;
+            // A host that asked for a long wait is not waited for here: the job would be held
+            // unacknowledged meanwhile (the broker's consumer timeout is 30 minutes).
+            let _host = match self.hosts.acquire(&host, MAX_GATE_WAIT).await {
+                Ok(permit) => permit,
+                Err(wait) => {
+                    return Err(Transient {
+                        why: format!("{host} asked to wait (Retry-After)"),
+                        retry_after: Some(wait),
+                    })
+                }
+            };
             let _slot = self.slots.acquire().await.expect("the download semaphore is never closed");
-            self.give_way().await;
-            let in_flight = metrics::gauge!("moka_worker_downloads_in_flight");
-            in_flight.increment(1.0);
+            let _counted = self.give_way().await;
             let result = self.attachments.fetch(link.clone()).await;
-            in_flight.decrement(1.0);
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            // The gate closes while this download still holds its host slot, so no other download
+            // to that host starts in between.
+            if let Err(Transient { retry_after: Some(wait), .. }) = &result {
+                self.hosts.defer(&host, *wait);
+            }
             result
         }
         .instrument(span)
@@ -261,41 +282,42 @@ impl Downloads {
                     Err(SettleError::Shutdown) => std::future::pending().await,
                 }
             }
-            Err(t) => {
-                if let Some(wait) = t.retry_after {
-                    self.hosts.defer(&host, wait);
-                }
-                Settled::Later(link, t)
-            }
+            Err(t) => Settled::Later(link, t),
         }
     }
 
-    /// Counts this job as active, first waiting while the lanes are behind and another job is.
+    /// Counts this job as active, first waiting while the lanes are behind and another job is,
+    /// but no longer than [`MAX_YIELD`].
     async fn take_turn(&self) -> ActiveJob<'_> {
+        let since = tokio::time::Instant::now();
         loop {
             let now = self.active_jobs.load(Ordering::Relaxed);
-            if (now == 0 || !self.backlog.busy())
+            let yield_now = self.backlog.busy() && now > 0 && since.elapsed() < MAX_YIELD;
+            if !yield_now
                 && self.active_jobs.compare_exchange(now, now + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
             {
                 return ActiveJob(&self.active_jobs);
             }
-            if self.backlog.busy() {
+            if yield_now {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 
     /// Counts this download in flight, first waiting while the lanes are behind and `floor`
-    /// downloads already run.
-    async fn give_way(&self) {
+    /// downloads already run, but no longer than [`MAX_YIELD`]: candidates come first, but a job
+    /// must not be held until the broker's consumer timeout.
+    async fn give_way(&self) -> InFlight<'_> {
+        let since = tokio::time::Instant::now();
         loop {
             let now = self.in_flight.load(Ordering::Relaxed);
-            if (now < self.floor || !self.backlog.busy())
-                && self.in_flight.compare_exchange(now, now + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            let yield_now = self.backlog.busy() && now >= self.floor && since.elapsed() < MAX_YIELD;
+            if !yield_now && self.in_flight.compare_exchange(now, now + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
             {
-                return;
+                metrics::gauge!("moka_worker_downloads_in_flight").increment(1.0);
+                return InFlight(&self.in_flight);
             }
-            if self.backlog.busy() {
+            if yield_now {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -334,7 +356,7 @@ impl Downloads {
         let props = job_properties(&delivery.properties)
             .with_headers(h)
             .with_expiration(expiration.as_millis().to_string().into());
-        self.publisher.publish("", &queue, &body, props).await?;
+        self.publish("", &queue, &body, props).await?;
         warn!(links = count, retry = n + 1, delay = ?expiration, reason = %why, "downloads failed for now; retrying later");
         metrics::counter!("moka_worker_attachments_total", "outcome" => "retry").increment(count);
         metrics::counter!("moka_worker_retries_total", "reason" => "attachment").increment(1);
@@ -354,14 +376,48 @@ impl Downloads {
         let props =
             Job::properties().with_headers(headers::dead_letter_headers(&delivery.properties, history, &letter));
         let body = Job { links: vec![link.clone()] }.body();
-        self.publisher.publish(&self.topology.dead_exchange, DEAD_KEY, &body, props).await?;
+        self.publish(&self.topology.dead_exchange, DEAD_KEY, &body, props).await?;
         warn!(moka_id = %link.moka_id, url = %link.url, kind, reason = %why, "download dead-lettered");
         metrics::counter!("moka_worker_dead_letters_total", "reason" => "attachment").increment(1);
         Ok(())
     }
 
+    /// Publishes a retry or a dead letter, trying again in place (with backoff) while the
+    /// publisher reconnects: returning the job at once would spend its deliveries in a short outage.
+    async fn publish(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), crate::broker::publisher::PublishError> {
+        let mut backoff = self.reconnect.clone();
+        let mut tries = 0;
+        loop {
+            match self.publisher.publish(exchange, key, body, props.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries >= PUBLISH_TRIES => return Err(e),
+                Err(e) => {
+                    tries += 1;
+                    warn!(error = %telemetry::chain(&e), "cannot publish a download's retry or dead letter yet");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
     fn letter<'a>(&'a self, kind: &'a str, message: &'a str, history: &History) -> DeadLetter<'a> {
         DeadLetter { kind, message, fields: None, attempts: history.attempts(), failed_by: &self.name }
+    }
+}
+
+/// A download in flight; counted down when dropped (also when its job is aborted or panics).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("moka_worker_downloads_in_flight").decrement(1.0);
     }
 }
 

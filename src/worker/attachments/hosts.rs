@@ -42,15 +42,15 @@ impl Drop for HostPermit {
     }
 }
 
-/// The host key of a URL (`host:port`), or the URL itself when it has no host (the download
-/// then fails at once, as a bad URL).
+/// The host key of a URL (`host:port`), or `invalid` when it has none (the download then fails at
+/// once, as a bad URL). It labels a metric, so it never carries more of the URL than its host.
 pub fn host_of(url: &str) -> String {
     match reqwest::Url::parse(url.trim()) {
         Ok(u) => match u.host_str() {
             Some(h) => format!("{}:{}", h.to_ascii_lowercase(), u.port_or_known_default().unwrap_or(0)),
-            None => url.to_owned(),
+            None => "invalid".to_owned(),
         },
-        Err(_) => url.to_owned(),
+        Err(_) => "invalid".to_owned(),
     }
 }
 
@@ -70,27 +70,37 @@ impl Hosts {
     }
 
     /// Waits for the host's gate and a free slot of the host; `waiting` counts this download
-    /// while it waits (the per-host queue metric).
-    pub async fn acquire(self: &Arc<Self>, key: &str) -> HostPermit {
+    /// while it waits (the per-host queue metric). A gate that stays closed longer than `max_wait`
+    /// is not waited for: `Err` says how long the host asked for.
+    pub async fn acquire(self: &Arc<Self>, key: &str, max_wait: Duration) -> Result<HostPermit, Duration> {
         let host = self.host(key);
+        let closed_for = || {
+            let gate = *host.not_before.lock().expect("host gate");
+            gate.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or_default()
+        };
         let waiting = metrics::gauge!("moka_worker_downloads_waiting", "host" => key.to_owned());
         waiting.increment(1.0);
-        loop {
-            let gate = *host.not_before.lock().expect("host gate");
-            match gate {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
-                _ => break,
+        let permit = loop {
+            match closed_for() {
+                wait if wait > max_wait => {
+                    waiting.decrement(1.0);
+                    drop(host);
+                    self.forget_idle(key);
+                    return Err(wait);
+                }
+                wait if !wait.is_zero() => tokio::time::sleep(wait).await,
+                _ => {
+                    let permit = host.permits.clone().acquire_owned().await.expect("host semaphores are never closed");
+                    // The gate may have closed while this one waited for a slot (another download got a 429).
+                    if closed_for().is_zero() {
+                        break permit;
+                    }
+                }
             }
-        }
-        let permit = host.permits.clone().acquire_owned().await.expect("host semaphores are never closed");
+        };
         waiting.decrement(1.0);
-        // The gate may have closed while this one waited for a slot (another download got a 429).
-        let gate = *host.not_before.lock().expect("host gate");
-        if let Some(t) = gate {
-            tokio::time::sleep_until(t).await;
-        }
         drop(host);
-        HostPermit { permit: Some(permit), hosts: self.clone(), key: key.to_owned() }
+        Ok(HostPermit { permit: Some(permit), hosts: self.clone(), key: key.to_owned() })
     }
 
     /// The host asked for `wait` before the next request.
@@ -131,7 +141,7 @@ mod tests {
     fn the_host_key_is_host_and_port() {
         assert_eq!(host_of("http://Files.Example.com/a.pdf"), "files.example.com:80");
         assert_eq!(host_of("https://127.0.0.1:8443/a"), "127.0.0.1:8443");
-        assert_eq!(host_of("not a url"), "not a url");
+        assert_eq!(host_of("not a url"), "invalid");
     }
 
     #[tokio::test]
@@ -142,7 +152,7 @@ mod tests {
             .map(|_| {
                 let (hosts, now, peak) = (hosts.clone(), now.clone(), peak.clone());
                 tokio::spawn(async move {
-                    let _p = hosts.acquire("a:80").await;
+                    let _p = hosts.acquire("a:80", Duration::from_secs(1)).await.unwrap();
                     let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(n, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -151,7 +161,10 @@ mod tests {
             })
             .collect();
         // Another host gets its slot at once while "a" is saturated.
-        tokio::time::timeout(Duration::from_millis(50), hosts.acquire("b:80")).await.expect("b is not held up");
+        tokio::time::timeout(Duration::from_millis(50), hosts.acquire("b:80", Duration::ZERO))
+            .await
+            .expect("b is not held up")
+            .unwrap();
         for t in tasks {
             t.await.unwrap();
         }
@@ -163,9 +176,12 @@ mod tests {
         let hosts = Arc::new(Hosts::new(2));
         hosts.defer("a:80", Duration::from_millis(300));
         let started = Instant::now();
-        drop(hosts.acquire("a:80").await);
+        let wait =
+            hosts.acquire("a:80", Duration::from_millis(100)).await.err().expect("a long gate is not waited for");
+        assert!(wait > Duration::from_millis(100) && wait <= Duration::from_millis(300), "{wait:?}");
+        drop(hosts.acquire("a:80", Duration::from_secs(1)).await.unwrap());
         assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
-        drop(hosts.acquire("b:80").await);
+        drop(hosts.acquire("b:80", Duration::ZERO).await.unwrap());
         assert_eq!(hosts.known(), 0, "released hosts with an open gate are forgotten");
     }
 }
