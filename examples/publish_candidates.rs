@@ -67,6 +67,11 @@ async fn main() -> anyhow::Result<()> {
     let hosts: Vec<&str> = args.get(2).map(|h| h.split(',').collect()).ok_or_else(|| anyhow::anyhow!(usage))?;
     let rate: u64 = args.get(3).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow::anyhow!(usage))?;
     let tag = args.get(4).ok_or_else(|| anyhow::anyhow!(usage))?;
+    // Benchmarks link only to loopback: refuse any other file host.
+    for host in &hosts {
+        let addr: std::net::SocketAddr = host.parse().map_err(|_| anyhow::anyhow!("{host}: expected IP:PORT"))?;
+        anyhow::ensure!(addr.ip().is_loopback(), "{host}: loopback addresses only");
+    }
     let settings = Settings::load(None)?;
     let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
     let conn = broker::connect(settings.amqp_url.expose_secret(), "moka-ingest bench publisher").await?;
