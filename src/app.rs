@@ -1,4 +1,4 @@
-//! The roles the binary runs (`ingress`, `worker`, `all`), each until SIGTERM/SIGINT.
+//! The roles the binary runs (`ingress`, `worker`, `console`, `all`), each until SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
 
@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::{config::Settings, ingress, store, worker};
+use crate::{config::Settings, console, ingress, store, worker};
 
 /// Logs a warning for every access key that still uses the development secret.
 pub fn warn_about_dev_keys(settings: &Settings) {
@@ -55,28 +55,49 @@ pub async fn run_worker(settings: &Settings, shutdown: CancellationToken) -> Res
     handle.task.await.map_err(|_| RoleError::Panicked { role: "worker" })?.map_err(RoleError::Worker)
 }
 
-/// Runs the ingress and the worker in one process until `shutdown`. Either role failing, at start
-/// or later, stops the other and the process: a half-alive process whose `/readyz` may still be
-/// green is worse than one an orchestrator restarts.
+/// Runs the console until `shutdown`; it does not start without users.
+pub async fn run_console(settings: &Settings, shutdown: CancellationToken) -> Result<(), RoleError> {
+    let console = console::Console::open(settings).await?;
+    let addr = settings.console.listen;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| RoleError::Listen { role: "console", addr, source })?;
+    info!(listen = %addr, "console listening");
+    console::serve(console, listener, shutdown).await.map_err(RoleError::Console)
+}
+
+/// Runs the ingress and the worker in one process until `shutdown`, and the console too when a
+/// users file is configured. Any role failing, at start or later, stops the others and the
+/// process: a half-alive process whose `/readyz` may still be green is worse than one an
+/// orchestrator restarts.
 pub async fn run_all(settings: &Settings, shutdown: CancellationToken) -> Result<(), RoleError> {
-    let mut ingress = tokio::spawn({
+    let spawn = |role: &'static str| {
         let (settings, shutdown) = (settings.clone(), shutdown.clone());
-        async move { run_ingress(&settings, shutdown).await }
-    });
-    let mut worker = tokio::spawn({
-        let (settings, shutdown) = (settings.clone(), shutdown.clone());
-        async move { run_worker(&settings, shutdown).await }
-    });
-    let (first, other, other_role) = tokio::select! {
-        r = &mut ingress => (joined("ingress", r), worker, "worker"),
-        r = &mut worker => (joined("worker", r), ingress, "ingress"),
+        let task = tokio::spawn(async move {
+            match role {
+                "ingress" => run_ingress(&settings, shutdown).await,
+                "worker" => run_worker(&settings, shutdown).await,
+                _ => run_console(&settings, shutdown).await,
+            }
+        });
+        (role, task)
     };
+    let mut roles = vec![spawn("ingress"), spawn("worker")];
+    if settings.console.users_file.is_some() {
+        roles.push(spawn("console"));
+    }
+    let (names, tasks): (Vec<&'static str>, Vec<_>) = roles.into_iter().unzip();
+    let (first, index, rest) = futures_util::future::select_all(tasks).await;
+    let first = joined(names[index], first);
     if let Err(e) = &first {
         error!(error = %crate::telemetry::chain(e), "a role failed; stopping the process");
     }
     shutdown.cancel();
-    let second = joined(other_role, other.await);
-    first.and(second)
+    let others: Vec<&'static str> = names.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, n)| *n).collect();
+    let mut result = first;
+    for (role, task) in others.into_iter().zip(rest) {
+        result = result.and(joined(role, task.await));
+    }
+    result
 }
 
 fn joined(role: &'static str, r: Result<Result<(), RoleError>, tokio::task::JoinError>) -> Result<(), RoleError> {
@@ -110,4 +131,6 @@ pub enum RoleError {
     Panicked { role: &'static str },
     #[error("worker failed")]
     Worker(#[source] worker::WorkerError),
+    #[error("console failed")]
+    Console(#[from] console::ConsoleError),
 }

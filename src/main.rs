@@ -31,7 +31,7 @@ enum Command {
     Ingress,
     /// Run the worker (RabbitMQ → PostgreSQL).
     Worker,
-    /// Run every role (ingress and worker) in one process.
+    /// Run every role (ingress and worker, and the console when console.users_file is set) in one process.
     All,
     /// Apply pending database migrations and exit.
     Migrate,
@@ -40,9 +40,12 @@ enum Command {
     Dlq(DlqCommand),
     /// Print a signed request body (or a curl command), or send it.
     Sign(SignArgs),
-    /// The operator console's tools.
-    #[command(subcommand)]
-    Console(ConsoleCommand),
+    /// Run the operator console (web pages on console.listen); `console hash-password` makes a
+    /// password hash for its users file.
+    Console {
+        #[command(subcommand)]
+        tool: Option<ConsoleCommand>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,7 +150,7 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Sign(args) = cli.command {
         return sign(args).await;
     }
-    if let Command::Console(ConsoleCommand::HashPassword) = cli.command {
+    if let Command::Console { tool: Some(ConsoleCommand::HashPassword) } = cli.command {
         return hash_password();
     }
     let settings = match Settings::load(cli.config.as_deref()) {
@@ -158,7 +161,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
     };
     let target = match cli.command {
-        Command::Ingress | Command::Worker | Command::All => telemetry::LogTarget::Service,
+        Command::Ingress | Command::Worker | Command::All | Command::Console { .. } => telemetry::LogTarget::Service,
         _ => telemetry::LogTarget::Command,
     };
     telemetry::init_logging(settings.log_format == LogFormat::Json, target);
@@ -171,6 +174,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ingress => app::run_ingress(&settings, shutdown).await.context("ingress failed"),
         Command::Worker => app::run_worker(&settings, shutdown).await.context("worker failed"),
         Command::All => app::run_all(&settings, shutdown).await.context("moka-ingest failed"),
+        Command::Console { .. } => app::run_console(&settings, shutdown).await.context("console failed"),
         Command::Migrate => {
             let applied = app::migrate(&settings).await.context("migration failed")?;
             println!(
@@ -186,7 +190,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Sign(_) | Command::Console(_) => unreachable!("handled above"),
+        Command::Sign(_) => unreachable!("handled above"),
     }
 }
 

@@ -31,7 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("health", &["telemetry"]),
     ("sign", &["signing"]),
     ("console", &["domain", "config", "broker", "store", "dlq", "health", "telemetry"]),
-    ("app", &["config", "ingress", "worker", "store", "dlq", "telemetry", "shutdown"]),
+    ("app", &["config", "ingress", "worker", "console", "store", "dlq", "telemetry", "shutdown"]),
 ];
 
 fn module_of(path: &Path, src: &Path) -> String {

@@ -1,7 +1,9 @@
 //! RabbitMQ: the topology ([`topology`]), the message format ([`envelope`]), and a supervised,
-//! self-healing connection with confirm-mode publishing ([`publisher`]).
+//! self-healing connection with confirm-mode publishing ([`publisher`]), and a dead message's
+//! story read off its headers ([`dead`]).
 
 pub mod consumer;
+pub mod dead;
 pub mod download;
 pub mod envelope;
 pub mod headers;

@@ -44,6 +44,8 @@ pub const WELL_KNOWN_ENV: &[(&str, &str)] = &[
     ("MOKA_INGEST_KEYS", "keys"),
     ("MOKA_INGEST_ATTACHMENTS_DIR", "attachments.dir"),
     ("MOKA_INGEST_ATTACHMENTS_ALLOW", "attachments.allow"),
+    ("MOKA_INGEST_CONSOLE_LISTEN", "console.listen"),
+    ("MOKA_INGEST_CONSOLE_USERS_FILE", "console.users_file"),
 ];
 
 /// Settings that used to tune something else too, and the setting that now does it alone:
@@ -74,6 +76,7 @@ pub struct Settings {
     pub attachments: AttachmentSettings,
     pub retry: RetrySettings,
     pub limits: LimitSettings,
+    pub console: ConsoleSettings,
     /// Deprecated settings in use, one sentence each; logged as warnings once logging is up.
     pub deprecations: Vec<String>,
 }
@@ -93,6 +96,7 @@ struct Written {
     attachments: AttachmentSettings,
     retry: RetrySettings,
     limits: LimitSettings,
+    console: ConsoleSettings,
 }
 
 /// How log lines are written.
@@ -279,6 +283,44 @@ pub struct WorkerSettings {
     pub confirm_timeout_ms: u64,
 }
 
+/// The operator console (`moka-ingest console`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "WrittenConsole")]
+pub struct ConsoleSettings {
+    /// Listen address of the console's pages (and its /healthz, /metrics).
+    pub listen: SocketAddr,
+    /// The users file (`name:role:argon2id-hash` lines); without one the console does not start.
+    pub users_file: Option<PathBuf>,
+    /// How long a login lasts.
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (set when the console is served over TLS).
+    pub secure_cookie: bool,
+}
+
+#[derive(Deserialize)]
+struct WrittenConsole {
+    listen: SocketAddr,
+    users_file: String,
+    session_ttl_secs: u64,
+    secure_cookie: bool,
+}
+
+impl TryFrom<WrittenConsole> for ConsoleSettings {
+    type Error = String;
+
+    fn try_from(w: WrittenConsole) -> Result<ConsoleSettings, String> {
+        if w.session_ttl_secs == 0 {
+            return Err("console.session_ttl_secs must be at least 1".into());
+        }
+        Ok(ConsoleSettings {
+            listen: w.listen,
+            users_file: (!w.users_file.trim().is_empty()).then(|| PathBuf::from(w.users_file.trim())),
+            session_ttl: Duration::from_secs(w.session_ttl_secs),
+            secure_cookie: w.secure_cookie,
+        })
+    }
+}
+
 /// Where attachments are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlobBackend {
@@ -423,6 +465,7 @@ impl Settings {
             attachments: w.attachments,
             retry: w.retry,
             limits: w.limits,
+            console: w.console,
             deprecations,
         };
         settings.validate().map_err(ConfigError::Invalid)?;

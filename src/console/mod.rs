@@ -1,4 +1,117 @@
-//! The operator console (issue 13), built in steps. This step: who may use it ([`users`]): the
-//! users file, its roles, and the password hashes that `moka-ingest console hash-password` makes.
+//! The operator console (`moka-ingest console`): server-rendered pages to see the pipeline, find
+//! a candidate and its whole story, and replay, purge or park messages.
+//!
+//! - [`users`]: who may log in, and as what (`viewer` reads, `operator` also acts);
+//! - [`session`]: logins, the session cookie, CSRF tokens, the slowdown of failed logins;
+//! - [`queries`]: what the pages read from PostgreSQL (indexed, paged);
+//! - [`queues`]: queue depths and consumers from the broker;
+//! - [`actions`]: replay, purge, park, re-index, through the `dlq` code, each audited;
+//! - [`views`] and [`chart`]: the HTML (maud: checked at compile time, escaping what it shows)
+//!   and the SVG charts; [`assets`]: the stylesheet and the one small script;
+//! - [`routes`]: the URLs, who may use each, and the security headers of every answer.
+//!
+//! The console holds no state of its own beyond a connection or two: sessions, the audit and
+//! the dead-letter index are in PostgreSQL, so several consoles can run behind a load balancer.
 
+pub mod actions;
+pub mod assets;
+pub mod chart;
+pub mod queries;
+pub mod queues;
+pub mod routes;
+pub mod session;
 pub mod users;
+pub mod views;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use deadpool_postgres::Pool;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    broker::topology::Topology,
+    config::{BlobBackend, ConsoleSettings, Settings},
+    store::{self, blobs::Blobs, DbError},
+};
+
+/// Why the console cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error(
+        "the console does not start without users: set console.users_file (MOKA_INGEST_CONSOLE_USERS_FILE) \
+         to a file of name:role:hash lines (moka-ingest console hash-password makes a hash)"
+    )]
+    NoUsers,
+    #[error(transparent)]
+    Users(#[from] users::UsersError),
+    #[error("console database")]
+    Db(#[from] DbError),
+    #[error("console attachment storage")]
+    Blobs(#[from] store::blobs::BlobError),
+    #[error("console: cannot serve")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What every request handler shares.
+pub struct Console {
+    pub pool: Pool,
+    pub amqp_url: SecretString,
+    pub queues: queues::Queues,
+    pub users: users::UsersFile,
+    pub throttle: session::Throttle,
+    pub settings: ConsoleSettings,
+    /// Stored attachments, for downloads.
+    pub blobs: Blobs,
+    /// The `/readyz` of each role this deployment's settings name: (role, URL).
+    pub readiness: Vec<(&'static str, String)>,
+    pub http: reqwest::Client,
+}
+
+impl Console {
+    /// Checks the settings and opens what the console reads: refuses to start without users.
+    pub async fn open(settings: &Settings) -> Result<Console, ConsoleError> {
+        let path = settings.console.users_file.as_ref().ok_or(ConsoleError::NoUsers)?;
+        let users = users::UsersFile::open(path)?;
+        if settings.worker.migrate_on_start {
+            store::migrate::run(&settings.database_url).await?;
+        }
+        let pool = store::pool(&settings.database_url, 8)?;
+        let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
+        let blobs = match &settings.attachments.backend {
+            BlobBackend::Local { dir } => Blobs::local(dir)?,
+            BlobBackend::S3 { bucket } => Blobs::s3(bucket)?,
+        };
+        let ready_url = |addr: SocketAddr| {
+            // A role listening on every address answers on loopback too.
+            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+            let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+            format!("http://{host}:{}/readyz", addr.port())
+        };
+        Ok(Console {
+            pool,
+            amqp_url: settings.amqp_url.clone(),
+            queues: queues::Queues::new(settings.amqp_url.clone(), topology),
+            users,
+            throttle: session::Throttle::default(),
+            settings: settings.console.clone(),
+            blobs,
+            readiness: vec![("ingress", ready_url(settings.ingress.listen)), ("worker", ready_url(settings.worker.listen))],
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(1))
+                .no_proxy()
+                .build()
+                .expect("a plain HTTP client builds"),
+        })
+    }
+}
+
+/// Serves the console on `listener` until `shutdown`.
+pub async fn serve(console: Console, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ConsoleError> {
+    let console = Arc::new(console);
+    let app = routes::router(console.clone());
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    console.queues.close().await;
+    served.map_err(ConsoleError::Serve)
+}

@@ -1,8 +1,11 @@
 //! The operator's commands (`moka-ingest dlq …`): what they check, print and how they end. Each
 //! ends with a one-line summary on stderr and returns whether everything asked for succeeded.
 
-use super::{DeadMessage, Dlq, DlqError, Progress, Selection, Summary};
-use crate::{broker::topology::Topology, config::Settings};
+use deadpool_postgres::Pool;
+use tracing::warn;
+
+use super::{Action, DeadMessage, Dlq, DlqError, Progress, Selection, Summary};
+use crate::{broker::topology::Topology, config::Settings, store};
 
 /// `dlq list`: one line per dead message (or a JSON array); removes nothing.
 pub async fn list(
@@ -64,26 +67,28 @@ pub async fn replay(settings: &Settings, selection: &Selection, dry_run: bool) -
         return Err(DlqError::Usage("say what to replay: --all, --id ID…, --reason KIND or --candidate MOKA_ID"));
     }
     let dlq = open(settings).await?;
-    let held = dlq.snapshot(None).await?;
-    let chosen: Vec<_> = held.iter().filter(|h| selection.matches(&h.message)).collect();
-    let progress = Progress::new(chosen.len());
-    let mut summary = Summary { listed: chosen.len(), ..Default::default() };
-    for (i, h) in chosen.iter().enumerate() {
-        if dry_run {
-            println!("would replay {} ({}, {})", h.message.message_id, h.message.moka_id, h.message.reason);
-            continue;
-        }
-        match dlq.replay(h).await {
-            Ok(()) => summary.replayed += 1,
-            Err(e) => {
-                summary.failed += 1;
-                eprintln!("cannot replay {}: {e}", h.message.message_id);
+    if dry_run {
+        let mut cursor = dlq.cursor(&dlq.topology.dead_queue, None).await?;
+        let mut summary = Summary::default();
+        while let Some(h) = cursor.next(&dlq).await? {
+            if selection.matches(&h.message) {
+                summary.listed += 1;
+                println!("would replay {} ({}, {})", h.message.message_id, h.message.moka_id, h.message.reason);
             }
         }
-        progress.tick(i + 1, "replayed");
+        dlq.close().await;
+        eprintln!("dry run: {summary}");
+        return Ok(true);
     }
+    let index = index(settings);
+    let progress = Progress::new(dlq.depth().await? as usize);
+    let summary = dlq
+        .act(Action::Replay, |m| selection.matches(m), index.as_ref(), &operator(), |s| {
+            progress.tick(s.replayed + s.failed, "replayed")
+        })
+        .await?;
     dlq.close().await;
-    eprintln!("{}{summary}", if dry_run { "dry run: " } else { "" });
+    eprintln!("{summary}");
     Ok(summary.failed == 0)
 }
 
@@ -93,30 +98,53 @@ pub async fn purge(settings: &Settings, ids: &[String], all: bool, yes: bool) ->
         return Err(DlqError::Usage("purging cannot be undone; add --yes"));
     }
     let dlq = open(settings).await?;
-    let mut summary = Summary::default();
+    let index = index(settings);
+    let by = operator();
     let mut ok = true;
-    if all {
-        summary.purged = dlq.purge_all().await? as usize;
-    } else {
-        let held = dlq.snapshot(None).await?;
-        let selection = Selection { ids: ids.to_vec(), ..Default::default() };
-        for h in held.iter().filter(|h| selection.matches(&h.message)) {
-            match dlq.remove(h).await {
-                Ok(()) => summary.purged += 1,
-                Err(e) => {
-                    ok = false;
-                    eprintln!("cannot purge {}: {e}", h.message.message_id);
-                }
+    let summary = if all {
+        let purged = dlq.purge_all().await? as usize;
+        if let Some(pool) = &index {
+            let moved = match pool.get().await {
+                Ok(client) => store::dead_letters::purge_all(&client, &by).await.map(|_| ()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = moved {
+                warn!(error = %e, "the dead-letter index was not updated; re-index it from the console");
             }
+        }
+        Summary { purged, ..Default::default() }
+    } else {
+        let selection = Selection { ids: ids.to_vec(), ..Default::default() };
+        let summary = dlq.act(Action::Purge, |m| selection.matches(m), index.as_ref(), &by, |_| {}).await?;
+        if summary.failed > 0 {
+            ok = false;
         }
         if summary.purged < ids.len() {
             ok = false;
             eprintln!("{} of the given ids were not in the dead-letter queue", ids.len() - summary.purged);
         }
-    }
+        summary
+    };
     dlq.close().await;
     eprintln!("{summary}");
     Ok(ok)
+}
+
+/// The console's index of dead letters, moved along with the queue. The pool connects lazily:
+/// a database that is away costs a warning, not the command.
+fn index(settings: &Settings) -> Option<Pool> {
+    match store::pool(&settings.database_url, 2) {
+        Ok(pool) => Some(pool),
+        Err(e) => {
+            warn!(error = %e, "the dead-letter index will not be updated");
+            None
+        }
+    }
+}
+
+/// Who runs the command, as the index records it.
+fn operator() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
 /// The dead-letter queue of the configured broker and prefix.

@@ -10,24 +10,26 @@ pub mod commands;
 
 use std::io::{IsTerminal, Write};
 
-use chrono::SecondsFormat;
+use deadpool_postgres::Pool;
 use lapin::{
     message::BasicGetMessage,
-    options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
     publisher_confirm::Confirmation,
     types::FieldTable,
     BasicProperties, Channel, Connection,
 };
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
+use tracing::warn;
 
+pub use crate::broker::dead::describe;
 use crate::broker::{
     self,
     download::Job,
-    envelope::Envelope,
-    headers::{self, DeadHeaders},
-    topology::{Topology, SUBMISSION_KEY},
+    headers::{self, DeadLetter, History},
+    topology::{Topology, DEAD_KEY, SUBMISSION_KEY},
 };
+pub use crate::domain::dead_letter::DeadMessage;
+use crate::store::dead_letters::{self, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -36,25 +38,9 @@ pub enum DlqError {
     /// The command line asks for something that cannot be done as asked.
     #[error("{0}")]
     Usage(&'static str),
-}
-
-/// One dead message, as an operator reads it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadMessage {
-    pub message_id: String,
-    pub moka_id: String,
-    /// The candidate's name, if the payload has one.
-    pub name: Option<String>,
-    /// `validation`, `envelope`, `database`, `attachment`, `delivery_limit`, …
-    pub reason: String,
-    pub error: String,
-    pub attempts: i64,
-    pub failed_at: Option<String>,
-    pub first_failed_at: Option<String>,
-    pub failed_by: Option<String>,
-    pub received_at: Option<String>,
-    pub tonce: Option<i64>,
-    pub payload: String,
+    /// The broker did not take a message moved on (unroutable, refused, connection lost).
+    #[error("the broker did not take the message: {0}")]
+    Refused(String),
 }
 
 /// Which messages a command acts on.
@@ -92,6 +78,18 @@ pub struct Dlq {
     topology: Topology,
 }
 
+/// A message waiting in a delay queue, as the console's retrying page shows it.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    pub message: DeadMessage,
+    /// Retries through the delay queues so far.
+    pub retries: u32,
+    pub last_error_kind: Option<String>,
+    pub last_error: Option<String>,
+    /// When it goes back to be processed: its last failure plus its (jittered) expiration.
+    pub next_retry_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Counts for the closing summary line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
@@ -123,24 +121,134 @@ impl Dlq {
         Ok(Dlq { conn, ch, topology })
     }
 
+    /// The names this session works on.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// Messages in the dead-letter queue now.
     pub async fn depth(&self) -> Result<u32, DlqError> {
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         Ok(self.ch.queue_declare(&self.topology.dead_queue, passive, FieldTable::default()).await?.message_count())
     }
 
+    /// Messages ready in `queue` now (a delay queue, the dead-letter queue).
+    pub async fn depth_of(&self, queue: &str) -> Result<u32, DlqError> {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        Ok(self.ch.queue_declare(queue, passive, FieldTable::default()).await?.message_count())
+    }
+
     /// Takes (without acknowledging) the messages in the queue when called, up to `limit`.
+    /// Holds them all: for listing. Acting on many goes through [`Dlq::act`], which does not.
     pub async fn snapshot(&self, limit: Option<usize>) -> Result<Vec<Held>, DlqError> {
-        let total = self.depth().await? as usize;
-        let want = limit.map_or(total, |l| l.min(total));
-        let mut held = Vec::with_capacity(want);
-        while held.len() < want {
-            match self.ch.basic_get(&self.topology.dead_queue, BasicGetOptions { no_ack: false }).await? {
-                Some(raw) => held.push(Held { message: describe(&raw.delivery.properties, &raw.delivery.data), raw }),
-                None => break,
-            }
+        let mut cursor = self.cursor(&self.topology.dead_queue, limit).await?;
+        let mut held = Vec::new();
+        while let Some(h) = cursor.next(self).await? {
+            held.push(h);
         }
         Ok(held)
+    }
+
+    /// A walk over the messages in `queue` when called (up to `limit`), one at a time: each is
+    /// taken without acknowledging, so what the walk does not remove goes back when the session
+    /// closes, and what fails again meanwhile lands behind the walk's end.
+    pub async fn cursor(&self, queue: &str, limit: Option<usize>) -> Result<Cursor, DlqError> {
+        let total = self.depth_of(queue).await? as usize;
+        Ok(Cursor { queue: queue.to_owned(), left: limit.map_or(total, |l| l.min(total)) })
+    }
+
+    /// The first `limit` messages of the delay queue `queue`, looked at and put back (when the
+    /// session closes) unchanged.
+    pub async fn peek(&self, queue: &str, limit: usize) -> Result<Vec<Waiting>, DlqError> {
+        let mut cursor = self.cursor(queue, Some(limit)).await?;
+        let mut out = Vec::new();
+        while let Some(held) = cursor.next(self).await? {
+            let props = &held.raw.delivery.properties;
+            let h = props.headers().clone().unwrap_or_default();
+            let last_failed = headers::text(&h, headers::LAST_FAILED_AT)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            let expiration = props.expiration().as_ref().and_then(|e| e.as_str().parse::<i64>().ok());
+            out.push(Waiting {
+                retries: History::read(props).retries,
+                last_error_kind: headers::text(&h, headers::LAST_ERROR_KIND),
+                last_error: headers::text(&h, headers::LAST_ERROR),
+                next_retry_at: last_failed.zip(expiration).map(|(t, ms)| t + chrono::Duration::milliseconds(ms)),
+                message: held.message,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replays or purges every message of the snapshot that `select` picks, one at a time
+    /// (memory does not grow with the queue), and moves their rows in the `dead_letters` index
+    /// when `index` is given (`by`: who asked). `progress` sees the counts after each message.
+    pub async fn act(
+        &self,
+        action: Action,
+        select: impl Fn(&DeadMessage) -> bool,
+        index: Option<&Pool>,
+        by: &str,
+        mut progress: impl FnMut(&Summary),
+    ) -> Result<Summary, DlqError> {
+        let mut cursor = self.cursor(&self.topology.dead_queue, None).await?;
+        let mut summary = Summary::default();
+        while let Some(held) = cursor.next(self).await? {
+            if !select(&held.message) {
+                continue;
+            }
+            summary.listed += 1;
+            let id = std::slice::from_ref(&held.message.message_id);
+            // The row moves first: a replayed message that dies again at once is indexed as dead
+            // by the worker after this, not hidden by a late "replayed".
+            mark(index, id, action.state(), by).await;
+            let done = match action {
+                Action::Replay => self.replay(&held).await,
+                Action::Purge => self.remove(&held).await,
+            };
+            match done {
+                Ok(()) => match action {
+                    Action::Replay => summary.replayed += 1,
+                    Action::Purge => summary.purged += 1,
+                },
+                Err(e) => {
+                    summary.failed += 1;
+                    warn!(message_id = %held.message.message_id, error = %e, "cannot {} a dead letter", action.verb());
+                    mark_back(index, id).await;
+                }
+            }
+            progress(&summary);
+        }
+        Ok(summary)
+    }
+
+    /// Moves the message `message_id` from the delay queue `queue` into the dead-letter queue now,
+    /// keeping its reason and saying who parked it (`x-failed-by: console:<by>`); returns it as
+    /// dead-lettered, or `None` when it is no longer in that queue (it went back to be retried).
+    pub async fn park(&self, queue: &str, message_id: &str, by: &str) -> Result<Option<DeadMessage>, DlqError> {
+        let mut cursor = self.cursor(queue, None).await?;
+        while let Some(held) = cursor.next(self).await? {
+            if held.message.message_id != message_id {
+                continue;
+            }
+            let original = &held.raw.delivery.properties;
+            let history = History::read(original);
+            let h = original.headers().clone().unwrap_or_default();
+            let kind = headers::text(&h, headers::LAST_ERROR_KIND).unwrap_or_else(|| "parked".into());
+            let last = headers::text(&h, headers::LAST_ERROR).unwrap_or_else(|| "no error recorded".into());
+            let message = format!("parked by {by} while waiting to be retried; last error: {last}");
+            let failed_by = format!("console:{by}");
+            let letter =
+                DeadLetter { kind: &kind, message: &message, fields: None, attempts: history.attempts(), failed_by: &failed_by };
+            // Without the delay queue's expiration: a parked message waits for an operator.
+            let props = without_expiration(original).with_headers(headers::dead_letter_headers(original, &history, &letter));
+            self.publish_confirmed(&self.topology.dead_exchange, DEAD_KEY, &held.raw.delivery.data, props.clone())
+                .await
+                .map_err(DlqError::Refused)?;
+            self.remove(&held).await.map_err(DlqError::Refused)?;
+            return Ok(Some(describe(&props, &held.raw.delivery.data)));
+        }
+        Ok(None)
     }
 
     /// Republishes `held` where it came from (a submission to the submission exchange, a
@@ -152,28 +260,28 @@ impl Dlq {
             true => ("", self.topology.downloads.as_str()),
             false => (self.topology.exchange.as_str(), SUBMISSION_KEY),
         };
+        self.publish_confirmed(exchange, key, &held.raw.delivery.data, props).await?;
+        self.remove(held).await
+    }
+
+    /// Publishes mandatory and waits for the broker's confirm.
+    async fn publish_confirmed(&self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) -> Result<(), String> {
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
         let confirm = self
             .ch
-            .basic_publish(
-                exchange,
-                key,
-                lapin::options::BasicPublishOptions { mandatory: true, immediate: false },
-                &held.raw.delivery.data,
-                props,
-            )
+            .basic_publish(exchange, key, options, body, props)
             .await
             .map_err(|e| e.to_string())?
             .await
             .map_err(|e| e.to_string())?;
         match confirm {
-            Confirmation::Ack(None) => {}
-            Confirmation::Ack(Some(_)) => return Err(format!("unroutable: no queue takes {exchange:?}/{key:?}")),
-            _ => return Err("the broker refused the message".into()),
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(format!("unroutable: no queue takes {exchange:?}/{key:?}")),
+            _ => Err("the broker refused the message".into()),
         }
-        self.remove(held).await
     }
 
-    /// Removes `held` from the dead-letter queue.
+    /// Removes `held` from the queue it was taken from.
     pub async fn remove(&self, held: &Held) -> Result<(), String> {
         held.raw.delivery.acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())
     }
@@ -190,52 +298,96 @@ impl Dlq {
     }
 }
 
+/// What [`Dlq::act`] does with each selected message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Replay,
+    Purge,
+}
+
+impl Action {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Replay => "replay",
+            Action::Purge => "purge",
+        }
+    }
+
+    fn state(self) -> State {
+        match self {
+            Action::Replay => State::Replayed,
+            Action::Purge => State::Purged,
+        }
+    }
+}
+
+/// A walk over a queue's messages, from [`Dlq::cursor`].
+pub struct Cursor {
+    queue: String,
+    left: usize,
+}
+
+impl Cursor {
+    /// The next message of the walk, taken without acknowledging it; `None` at the walk's end.
+    pub async fn next(&mut self, dlq: &Dlq) -> Result<Option<Held>, DlqError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        Ok(dlq.ch.basic_get(&self.queue, BasicGetOptions { no_ack: false }).await?.map(|raw| Held {
+            message: describe(&raw.delivery.properties, &raw.delivery.data),
+            raw,
+        }))
+    }
+}
+
+/// Moves the rows of `ids` to `state` in the index. Best effort: the queue is the truth, and a
+/// re-index from the console repairs a row that could not be moved.
+async fn mark(index: Option<&Pool>, ids: &[String], state: State, by: &str) {
+    let Some(pool) = index else { return };
+    let result = match pool.get().await {
+        Ok(client) => dead_letters::set_state(&client, ids, state, by).await.map(|_| ()),
+        Err(e) => Err(crate::store::DbError::from(e)),
+    };
+    if let Err(e) = result {
+        warn!(error = %e, "the dead-letter index was not updated; re-index it from the console");
+    }
+}
+
+/// Puts the rows of `ids` back to dead after their action failed (the message is still there).
+async fn mark_back(index: Option<&Pool>, ids: &[String]) {
+    let Some(pool) = index else { return };
+    let result = match pool.get().await {
+        Ok(client) => dead_letters::restore(&client, ids).await.map(|_| ()),
+        Err(e) => Err(crate::store::DbError::from(e)),
+    };
+    if let Err(e) = result {
+        warn!(error = %e, "the dead-letter index was not updated; re-index it from the console");
+    }
+}
+
+/// `props` without `expiration` (lapin's builder can set a property, not remove one).
+fn without_expiration(p: &BasicProperties) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    if let Some(v) = p.content_type() { out = out.with_content_type(v.clone()); }
+    if let Some(v) = p.content_encoding() { out = out.with_content_encoding(v.clone()); }
+    if let Some(v) = p.headers() { out = out.with_headers(v.clone()); }
+    if let Some(v) = p.delivery_mode() { out = out.with_delivery_mode(*v); }
+    if let Some(v) = p.priority() { out = out.with_priority(*v); }
+    if let Some(v) = p.correlation_id() { out = out.with_correlation_id(v.clone()); }
+    if let Some(v) = p.reply_to() { out = out.with_reply_to(v.clone()); }
+    if let Some(v) = p.message_id() { out = out.with_message_id(v.clone()); }
+    if let Some(v) = p.timestamp() { out = out.with_timestamp(*v); }
+    if let Some(v) = p.kind() { out = out.with_type(v.clone()); }
+    if let Some(v) = p.user_id() { out = out.with_user_id(v.clone()); }
+    if let Some(v) = p.app_id() { out = out.with_app_id(v.clone()); }
+    if let Some(v) = p.cluster_id() { out = out.with_cluster_id(v.clone()); }
+    out
+}
+
 /// The original properties without the failure headers, marked with `x-replayed-at`.
 fn replay_properties(original: &BasicProperties) -> BasicProperties {
     original.clone().with_headers(headers::replay_headers(original))
-}
-
-/// Reads a dead message's story from its headers: the worker's `x-error-*`, or the broker's
-/// `x-death` when the broker dead-lettered it (delivery limit).
-pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
-    let story = DeadHeaders::read(props);
-    // A message that is not a readable envelope is shown as it is; a download shows its link.
-    let envelope = Envelope::from_delivery(props, body).ok();
-    let meta = envelope.as_ref().map(|e| &e.meta);
-    let payload = match &envelope {
-        Some(e) => e.payload.clone(),
-        None => String::from_utf8_lossy(body).into_owned(),
-    };
-    let job_candidate = || {
-        Job::is_job(props)
-            .then(|| Job::from_body(body).ok())
-            .flatten()
-            .and_then(|j| j.links.first().map(|l| l.moka_id.clone()))
-    };
-    let name =
-        serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
-    let reason = story.kind.unwrap_or_else(|| "unknown".into());
-    let error = story
-        .message
-        .or_else(|| story.last_error.map(|e| format!("{reason}; last error: {e}")))
-        .unwrap_or_else(|| match reason.as_str() {
-            "delivery_limit" => "delivered too many times without completing: it crashes or hangs the worker".into(),
-            other => format!("dead-lettered by the broker ({other})"),
-        });
-    DeadMessage {
-        message_id: props.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default(),
-        moka_id: meta.map(|m| m.moka_id.clone()).or_else(job_candidate).unwrap_or_default(),
-        name,
-        attempts: i64::from(story.attempts),
-        failed_at: story.failed_at,
-        first_failed_at: story.first_failed_at,
-        failed_by: story.failed_by,
-        received_at: meta.map(|m| m.received_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
-        tonce: meta.map(|m| m.tonce),
-        reason,
-        error,
-        payload,
-    }
 }
 
 /// Writes `done/total` over itself on a terminal (stderr), for long runs.

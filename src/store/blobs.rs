@@ -83,6 +83,17 @@ impl Blobs {
         format!("sha256/{}/{}/{sha256}", &sha256[..2], &sha256[2..4])
     }
 
+    /// The whole stored file of `key` (files are capped by `attachments.max_bytes`).
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {
+        match &self.backend {
+            Backend::Dir(root) => tokio::fs::read(root.join(key)).await.map_err(file_err("reading a stored file")),
+            Backend::Bucket(store) => {
+                let got = store.get(&ObjectPath::from(key)).await.map_err(store_err("get a stored file"))?;
+                Ok(got.bytes().await.map_err(store_err("read a stored file"))?.to_vec())
+            }
+        }
+    }
+
     /// Stores the staged file at `tmp` (gone afterwards) under its content key, unless a file of
     /// that key and size is already there. Returns the key.
     pub async fn put_file(&self, tmp: &Path, sha256: &str, size: u64) -> Result<String, BlobError> {

@@ -4,6 +4,7 @@
 pub mod attachments;
 pub mod blobs;
 pub mod candidates;
+pub mod dead_letters;
 pub mod migrate;
 pub mod plan;
 pub mod storable;

@@ -71,13 +71,20 @@ impl Batches {
                 start + received[start..].iter().take_while(|r| r.history.redeliveries == 0).count()
             };
             let segment = &mut received[start..end];
-            if segment.len() == 1 && segment[0].history.redeliveries.saturating_add(1) >= self.delivery_limit {
+            let last_chance =
+                segment.len() == 1 && segment[0].history.redeliveries.saturating_add(1) >= self.delivery_limit;
+            if last_chance {
                 self.note_last_chance(&segment[0]).await;
             }
             let guarded = AssertUnwindSafe(self.process_batch(&mut *segment, finish, shutdown)).catch_unwind();
             let why = match tokio::time::timeout(timeout, guarded).await {
                 Ok(Ok(result)) => {
                     result?;
+                    if last_chance {
+                        // It completed after all: the row written for the broker's dead-lettering
+                        // goes (a death of another kind in this batch already replaced it).
+                        self.writer.forget_last_chance(&segment[0].ids().0).await;
+                    }
                     None
                 }
                 Ok(Err(_panic)) => Some("processing panicked"),
@@ -117,6 +124,7 @@ impl Batches {
         if let Err(e) = self.writer.write(&[], &dead).await {
             warn!(error = %crate::telemetry::chain(&e), "cannot pre-record a possibly poisonous message");
         }
+        self.writer.index_dead(&[self.settler.describe_dead(received, &dead[0])]).await;
     }
 
     /// Processes one segment and settles every message in it: stored, moved to a delay queue,
@@ -174,9 +182,11 @@ impl Batches {
         };
         let outcomes = written.outcomes;
 
+        let mut letters = Vec::with_capacity(dead.len());
         for d in &dead {
-            self.settler.dead_letter(&received[d.index], d).await?;
+            letters.push(self.settler.dead_letter(&received[d.index], d).await?);
         }
+        self.writer.index_dead(&letters).await;
         for r in &retry {
             self.settler.retry_later(&received[r.index], &r.failure).await?;
         }

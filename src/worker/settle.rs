@@ -27,10 +27,12 @@ use super::{
     outcome::{BatchError, Dead, Next, Received, Retry},
 };
 use crate::broker::{
+    dead::describe,
     headers::{self, DeadLetter},
     publisher::Publisher,
     topology::{Topology, DEAD_KEY},
 };
+use crate::domain::dead_letter::DeadMessage;
 
 /// Moves failed messages on: to their delay queue or to the dead-letter exchange.
 pub struct Settler {
@@ -69,7 +71,7 @@ impl Settler {
         let n = received.history.retries;
         let Some((queue, delay)) = self.topology.retry_queue(n as usize) else {
             let dead = Dead::exhausted(0, received, failure.clone());
-            return self.dead_letter(received, &dead).await;
+            return self.dead_letter(received, &dead).await.map(|_| ());
         };
         // ±20% jitter, so that a burst of failures does not come back as a burst.
         let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
@@ -90,10 +92,12 @@ impl Settler {
         Ok(())
     }
 
-    /// Publishes the original message, with the failure headers, to the dead-letter exchange.
-    pub async fn dead_letter(&self, received: &Received<'_>, dead: &Dead) -> Result<(), BatchError> {
+    /// Publishes the original message, with the failure headers, to the dead-letter exchange;
+    /// returns it as the dead-letter index records it.
+    pub async fn dead_letter(&self, received: &Received<'_>, dead: &Dead) -> Result<DeadMessage, BatchError> {
         let ids = received.ids();
         let props = self.dead_letter_properties(received, dead);
+        let described = describe(&props, &received.delivery.data);
         self.publisher
             .publish(&self.topology.dead_exchange, DEAD_KEY, &received.delivery.data, props)
             .instrument(tracing::info_span!("dead_letter", message_id = %ids.0, moka_id = %ids.1))
@@ -102,7 +106,13 @@ impl Settler {
         warn!(message_id = %ids.0, moka_id = %ids.1, kind = dead.failure.kind.as_str(), reason = %dead.failure.message, "message dead-lettered");
         metrics::counter!("moka_worker_messages_total", "outcome" => "dead").increment(1);
         metrics::counter!("moka_worker_dead_letters_total", "reason" => dead.failure.kind.as_str()).increment(1);
-        Ok(())
+        Ok(described)
+    }
+
+    /// `received` as it will read once dead-lettered for `dead`, without publishing it (the
+    /// index row written before a possibly poisonous message's last delivery).
+    pub fn describe_dead(&self, received: &Received<'_>, dead: &Dead) -> DeadMessage {
+        describe(&self.dead_letter_properties(received, dead), &received.delivery.data)
     }
 
     /// The original properties plus the failure headers.

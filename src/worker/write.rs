@@ -20,9 +20,11 @@ use super::{
 use crate::{
     backoff::Backoff,
     config::RetrySettings,
+    domain::dead_letter::DeadMessage,
     store::{
         self,
         candidates::{DeadRecord, Item, Written},
+        dead_letters::{self, State},
         DbError,
     },
     telemetry,
@@ -133,6 +135,34 @@ impl Writer {
             }
         }
         Ok(written)
+    }
+
+    /// Records `messages`, just dead-lettered, in the console's index. Best effort: the dead
+    /// letter itself is already safe in its queue, and a failure here is counted
+    /// (`moka_worker_dead_letter_index_errors_total`) and repaired by a re-index.
+    pub async fn index_dead(&self, messages: &[DeadMessage]) {
+        if messages.is_empty() {
+            return;
+        }
+        let result = match self.pool.get().await {
+            Ok(client) => dead_letters::record(&client, messages, State::Dead, None).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            warn!(error = %telemetry::chain(&e), messages = messages.len(), "cannot index dead letters");
+            metrics::counter!("moka_worker_dead_letter_index_errors_total").increment(messages.len() as u64);
+        }
+    }
+
+    /// Forgets the index row written before the last delivery of `message_id`, which completed.
+    pub async fn forget_last_chance(&self, message_id: &str) {
+        let result = match self.pool.get().await {
+            Ok(client) => dead_letters::forget_last_chance(&client, message_id).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            warn!(error = %telemetry::chain(&e), message_id, "cannot forget a possibly poisonous message's index row");
+        }
     }
 
     /// One transaction: candidates, children, pending attachment rows, submissions (and dead records).

@@ -32,11 +32,13 @@ pub(crate) async fn publish(broker: &TestBroker, id: &str, payload: &str) -> Met
 }
 
 /// Runs `moka-ingest dlq ARGS` against the test's namespace; returns (success, stdout, stderr).
-async fn dlq_cli(broker: &TestBroker, schedule: &str, args: &[&str]) -> (bool, String, String) {
+async fn dlq_cli(broker: &TestBroker, db: &TestDb, schedule: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .arg("dlq")
         .args(args)
         .env("MOKA_INGEST_QUEUE_PREFIX", &broker.prefix)
+        // The test's own schema: the commands move the console's index of dead letters too.
+        .env("DATABASE_URL", &db.url)
         .env("AMQP_URL", AMQP_URL)
         .env("MOKA_INGEST_KEYS", format!("{}:{}", helpers::ACCESS_KEY, helpers::SECRET))
         .env("MOKA_INGEST_RETRY__SCHEDULE", schedule)
@@ -136,14 +138,14 @@ async fn past_the_schedule_a_download_is_dead_with_its_reason_and_a_replay_store
     assert_eq!(db.wait_count(failed, 1, WAIT).await, 1, "its row says why");
 
     // The operator reads why…
-    let (ok, out, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["list", "--json"]).await;
+    let (ok, out, err) = dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["list", "--json"]).await;
     assert!(ok, "{err}");
     let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(listed.len(), 1, "{out}");
     assert_eq!((listed[0]["moka_id"].as_str(), listed[0]["reason"].as_str()), (Some("down"), Some("attachment")));
     let id = listed[0]["message_id"].as_str().unwrap().to_owned();
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1, "listing removes nothing");
-    let (ok, out, _) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["show", &id]).await;
+    let (ok, out, _) = dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["show", &id]).await;
     assert!(ok);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(
@@ -157,15 +159,15 @@ async fn past_the_schedule_a_download_is_dead_with_its_reason_and_a_replay_store
 
     // …fixes the cause, and replays.
     files.switch_on();
-    let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["replay", "--dry-run", "--reason", "attachment"]).await;
+    let (ok, _, err) = dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["replay", "--dry-run", "--reason", "attachment"]).await;
     assert!(ok && err.contains("dry run") && err.contains("replayed 0"), "{err}");
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1, "a dry run changes nothing");
-    let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["replay", "--candidate", "down"]).await;
+    let (ok, _, err) = dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["replay", "--candidate", "down"]).await;
     assert!(ok, "{err}");
     assert!(err.contains("replayed 1, failed to replay 0"), "{err}");
     assert_eq!(db.wait_count("SELECT 1 FROM candidate_attachments WHERE status = 'stored'", 1, WAIT).await, 1);
     assert_eq!(files.hits("switch"), 5);
-    let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["show", &id]).await;
+    let (ok, _, err) = dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["show", &id]).await;
     assert!(!ok && err.contains("no dead message"), "gone from the dead-letter queue: {err}");
     broker.assert_accounted(&db, 1).await;
     worker.stop().await;
@@ -285,7 +287,7 @@ async fn a_replay_where_some_fail_again_replays_each_message_once() {
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 4).await, 4);
 
     files.switch_on();
-    let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["replay", "--all"]).await;
+    let (ok, _, err) = dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["replay", "--all"]).await;
     assert!(ok, "{err}");
     assert!(err.contains("replayed 4, failed to replay 0"), "{err}");
     assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 2, WAIT).await, 2);
@@ -299,13 +301,20 @@ async fn a_replay_where_some_fail_again_replays_each_message_once() {
     let replayed = dead_messages(&broker).await;
     assert!(replayed.iter().all(|m| m.attempts == 1), "fresh attempt count after a replay");
     broker.assert_accounted(&db, 4).await;
+    // The console's index moved with the queue: the healed two are replayed (by the command's
+    // user), the two that failed again are dead again.
+    let state = |id: &str, state: &str| format!("SELECT 1 FROM dead_letters WHERE moka_id = '{id}' AND state = '{state}'");
+    assert_eq!(db.count(&state("heal-1", "replayed")).await + db.count(&state("heal-2", "replayed")).await, 2);
+    assert_eq!(db.count("SELECT 1 FROM dead_letters WHERE state = 'replayed' AND changed_by LIKE 'cli:%'").await, 2);
+    assert_eq!(db.wait_count(&state("again-1", "dead"), 1, WAIT).await + db.count(&state("again-2", "dead")).await, 2);
 
-    let (ok, _, err) = dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["purge", "--all"]).await;
+    let (ok, _, err) = dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["purge", "--all"]).await;
     assert!(!ok && err.contains("--yes"), "purge needs --yes: {err}");
     let (ok, _, err) =
-        dlq_cli(&broker, TEST_RETRY_SCHEDULE, &["purge", "--id", &again[0].message_id.to_string(), "--yes"]).await;
+        dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["purge", "--id", &again[0].message_id.to_string(), "--yes"]).await;
     assert!(ok && err.contains("purged 1"), "{err}");
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1);
+    assert_eq!(db.count(&state("again-1", "purged")).await, 1);
     worker.stop().await;
 }
 

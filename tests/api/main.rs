@@ -4,6 +4,7 @@
 
 mod attachments;
 mod cli;
+mod console;
 mod failures;
 mod helpers;
 mod hostile_ingress;

@@ -35,12 +35,16 @@ use crate::{
     backoff::Backoff,
     broker::{
         consumer::{self, ConsumeError},
+        dead::describe,
         download::Job,
         headers::{self, DeadLetter, History},
         publisher::Publisher,
         topology::{Topology, DEAD_KEY},
     },
-    store::attachments,
+    store::{
+        attachments,
+        dead_letters::{self, State},
+    },
     telemetry,
     worker::backlog::Backlog,
 };
@@ -376,9 +380,19 @@ impl Downloads {
         let props =
             Job::properties().with_headers(headers::dead_letter_headers(&delivery.properties, history, &letter));
         let body = Job { links: vec![link.clone()] }.body();
+        let described = describe(&props, &body);
         self.publish(&self.topology.dead_exchange, DEAD_KEY, &body, props).await?;
         warn!(moka_id = %link.moka_id, url = %link.url, kind, reason = %why, "download dead-lettered");
         metrics::counter!("moka_worker_dead_letters_total", "reason" => "attachment").increment(1);
+        // The console's index of the dead-letter queue; best effort, as for submissions.
+        let indexed = match self.pool.get().await {
+            Ok(client) => dead_letters::record(&client, &[described], State::Dead, None).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = indexed {
+            warn!(error = %telemetry::chain(&e), "cannot index a dead download");
+            metrics::counter!("moka_worker_dead_letter_index_errors_total").increment(1);
+        }
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Shared test fixtures: an isolated broker namespace, an in-process ingress, signed requests,
 //! and a TCP proxy that can cut the broker off.
 
+pub mod browser;
 pub mod files;
 pub mod poll;
 pub mod process;
