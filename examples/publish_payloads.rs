@@ -11,7 +11,9 @@
 //! - `strings`: 50 education and 50 experience entries whose texts are 2,000 characters (cut);
 //! - `offerinfo`: an `offerInfo` object of small keys, stored as it is;
 //! - `warnings`: 50 entries whose every field is an array (350 warnings, capped), padded with a
-//!   long unknown key.
+//!   long unknown key;
+//! - `noname`: a small payload without its required `name` (a validation failure: the
+//!   dead letters of `scripts/bench-console.sh`).
 
 use chrono::Utc;
 use moka_ingest::{
@@ -62,7 +64,10 @@ fn payload(kind: &str, id: &str, size: usize) -> Result<String, String> {
             let len = v.to_string().len();
             v["notes"] = json!(text(size.saturating_sub(len + 20)));
         }
-        other => return Err(format!("unknown kind {other:?}: entries, strings, offerinfo or warnings")),
+        "noname" => {
+            v.as_object_mut().expect("an object").remove("name");
+        }
+        other => return Err(format!("unknown kind {other:?}: entries, strings, offerinfo, warnings or noname")),
     }
     Ok(v.to_string())
 }

@@ -22,11 +22,14 @@ CREATE TABLE dead_letters (
     payload          text NOT NULL,              -- the raw payload (a download: its job)
     state            text NOT NULL DEFAULT 'dead' CHECK (state IN ('dead', 'parked', 'replayed', 'purged')),
     changed_at       timestamptz,                -- when an operator last moved it (replay, purge, park)
-    changed_by       text
+    changed_by       text,
+    indexed_at       timestamptz NOT NULL DEFAULT now()  -- when this row was last written as dead (database clock)
 );
--- The dead-letter page: what is in the queue (dead or parked), newest first, by cause.
+-- The dead-letter page: what is in the queue (dead or parked), newest first, by reason; and the
+-- history (one state), newest first.
+CREATE INDEX dead_letters_queue_died_idx ON dead_letters (died_at DESC) WHERE state IN ('dead', 'parked');
+CREATE INDEX dead_letters_queue_kind_idx ON dead_letters (kind, died_at DESC) WHERE state IN ('dead', 'parked');
 CREATE INDEX dead_letters_state_died_idx ON dead_letters (state, died_at DESC);
-CREATE INDEX dead_letters_state_kind_idx ON dead_letters (state, kind, died_at DESC);
 -- A candidate's dead letters (its timeline), and the field filter.
 CREATE INDEX dead_letters_moka_id_idx ON dead_letters (moka_id, died_at DESC);
 CREATE INDEX dead_letters_fields_idx ON dead_letters USING gin (fields jsonb_path_ops);

@@ -19,9 +19,8 @@ pub fn describe(props: &BasicProperties, body: &[u8]) -> DeadMessage {
         Some(e) => e.payload.clone(),
         None => String::from_utf8_lossy(body).into_owned(),
     };
-    let job_candidate = || {
-        is_job.then(|| Job::from_body(body).ok()).flatten().and_then(|j| j.links.first().map(|l| l.moka_id.clone()))
-    };
+    let job_candidate =
+        || is_job.then(|| Job::from_body(body).ok()).flatten().and_then(|j| j.links.first().map(|l| l.moka_id.clone()));
     let name =
         serde_json::from_str::<serde_json::Value>(&payload).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
     let reason = story.kind.unwrap_or_else(|| "unknown".into());

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::Console;
 use crate::{
-    dlq::{Action, Dlq},
+    dlq::{Action, Dlq, WalkLock},
     store::{
         dead_letters::{self, State},
         DbError,
@@ -67,36 +67,54 @@ async fn audit_progress(pool: &Pool, id: i64, done: usize, failed: usize, finish
     }
 }
 
+/// Aborts a task when dropped (the progress ticker ends with its action, even on a panic).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes `done`/`failed` to the audit entry `audit` every [`PROGRESS_EVERY`] until dropped.
+fn ticker(pool: Pool, audit: i64, done: Arc<AtomicUsize>, failed: Arc<AtomicUsize>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            let (d, f) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+            audit_progress(&pool, audit, d, f, None).await;
+        }
+    }))
+}
+
 /// Replays or purges the messages `ids` in the background, writing progress to the audit entry
 /// `audit`. Only ids are held (a "replay all" of many messages never holds the messages): the
-/// dead-letter queue is walked once, each message acted on or put back as it comes.
+/// dead-letter queue is walked once, each message acted on or put back as it comes. The walk
+/// waits for any other walk of the queue (see [`WalkLock`]) to end first.
 pub fn spawn_act(console: Arc<Console>, user: String, action: Action, ids: HashSet<String>, audit: i64) {
     tokio::spawn(async move {
         let done = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicUsize::new(0));
-        let ticker = tokio::spawn({
-            let (pool, done, failed) = (console.pool.clone(), done.clone(), failed.clone());
-            async move {
-                loop {
-                    tokio::time::sleep(PROGRESS_EVERY).await;
-                    let (d, f) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-                    audit_progress(&pool, audit, d, f, None).await;
-                }
-            }
-        });
+        let _ticker = ticker(console.pool.clone(), audit, done.clone(), failed.clone());
         let result = async {
+            let _walk = WalkLock::acquire(&console.database_url, &console.queue_prefix, true).await?;
             let dlq = Dlq::open(&console.amqp_url, console.queues.topology.clone()).await?;
             let summary = dlq
-                .act(action, |m| ids.contains(&m.message_id), Some(&console.pool), &user, |s| {
-                    done.store(s.replayed + s.purged, Ordering::Relaxed);
-                    failed.store(s.failed, Ordering::Relaxed);
-                })
+                .act(
+                    action,
+                    |m| ids.contains(&m.message_id),
+                    Some(&console.pool),
+                    &user,
+                    |s| {
+                        done.store(s.replayed + s.purged, Ordering::Relaxed);
+                        failed.store(s.failed, Ordering::Relaxed);
+                    },
+                )
                 .await;
             dlq.close().await;
-            summary
+            Ok::<_, ActionError>(summary?)
         }
         .await;
-        ticker.abort();
         let detail = match &result {
             Ok(s) => {
                 let acted = s.replayed + s.purged;
@@ -131,6 +149,8 @@ pub enum ActionError {
     Pg(#[from] tokio_postgres::Error),
     #[error("message {0} is no longer in that delay queue (it went back to be retried)")]
     Gone(String),
+    #[error("another action is walking the dead-letter queue; try again when it has ended (see Audit)")]
+    Busy,
 }
 
 /// Moves `message_id` from the delay queue `queue` into the dead-letter queue, marked parked by
@@ -150,13 +170,36 @@ pub async fn park(console: &Console, user: &str, queue: &str, message_id: &str) 
     Ok(())
 }
 
-/// Walks the dead-letter queue once and makes the index agree with it: every message in it is
-/// recorded (parked ones as parked), and rows that say "in the queue" for messages that are gone
-/// (purged by hand on the broker) are marked purged. Returns (indexed, marked gone).
-pub async fn reindex(console: &Console, user: &str) -> Result<(usize, u64), ActionError> {
+/// Starts a re-index in the background; returns its audit entry. It walks the dead-letter queue
+/// once and makes the index agree with it: every message in it is recorded (parked ones as
+/// parked), and rows that say "in the queue" for messages that are gone (purged by hand on the
+/// broker) are marked purged, but only when the walk saw the whole queue. Refused while another
+/// walk runs: its messages would look gone.
+pub async fn spawn_reindex(console: Arc<Console>, user: String) -> Result<i64, ActionError> {
+    let walk =
+        WalkLock::acquire(&console.database_url, &console.queue_prefix, false).await?.ok_or(ActionError::Busy)?;
+    let client = console.pool.get().await.map_err(DbError::from)?;
+    let audit = audit_start(&client, &user, "reindex", &serde_json::json!({}), 0).await?;
+    drop(client);
+    tokio::spawn(async move {
+        let done = Arc::new(AtomicUsize::new(0));
+        let _ticker = ticker(console.pool.clone(), audit, done.clone(), Arc::new(AtomicUsize::new(0)));
+        let result = reindex(&console, &user, &done).await;
+        drop(walk);
+        let detail = match &result {
+            Ok((n, gone)) => format!("indexed {n}, marked gone {gone}"),
+            Err(e) => format!("stopped: {}", telemetry::chain(e)),
+        };
+        audit_progress(&console.pool, audit, done.load(Ordering::Relaxed), 0, Some(&detail)).await;
+    });
+    Ok(audit)
+}
+
+async fn reindex(console: &Console, user: &str, done: &AtomicUsize) -> Result<(usize, u64), ActionError> {
     let client = console.pool.get().await.map_err(DbError::from)?;
     let started: chrono::DateTime<chrono::Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
     let dlq = Dlq::open(&console.amqp_url, console.queues.topology.clone()).await?;
+    let depth = dlq.depth().await? as usize;
     let mut cursor = dlq.cursor(&dlq.topology().dead_queue, None).await?;
     let mut seen: Vec<String> = Vec::new();
     let mut chunk = Vec::new();
@@ -166,6 +209,7 @@ pub async fn reindex(console: &Console, user: &str) -> Result<(usize, u64), Acti
             chunk.push(held.message);
             if chunk.len() >= 200 {
                 record_walked(&client, &mut chunk).await?;
+                done.store(seen.len(), Ordering::Relaxed);
             }
         }
         record_walked(&client, &mut chunk).await
@@ -173,17 +217,20 @@ pub async fn reindex(console: &Console, user: &str) -> Result<(usize, u64), Acti
     .await;
     dlq.close().await;
     walked?;
-    let gone = client
-        .execute(
-            "UPDATE dead_letters SET state = 'purged', changed_at = now(), changed_by = $1
-             WHERE state IN ('dead', 'parked') AND died_at < $2 AND NOT (message_id = ANY($3))",
-            &[&format!("reindex:{user}"), &started, &seen],
-        )
-        .await?;
-    let filter = serde_json::json!({});
-    let id = audit_start(&client, user, "reindex", &filter, seen.len()).await?;
-    drop(client);
-    audit_progress(&console.pool, id, seen.len(), 0, Some(&format!("indexed {}, marked gone {gone}", seen.len()))).await;
+    done.store(seen.len(), Ordering::Relaxed);
+    // Rows indexed during the walk (`indexed_at`) are new deaths, not gone ones.
+    let gone = match seen.len() >= depth {
+        true => {
+            client
+                .execute(
+                    "UPDATE dead_letters SET state = 'purged', changed_at = now(), changed_by = $1
+                     WHERE state IN ('dead', 'parked') AND indexed_at < $2 AND NOT (message_id = ANY($3))",
+                    &[&format!("reindex:{user}"), &started, &seen],
+                )
+                .await?
+        }
+        false => 0,
+    };
     Ok((seen.len(), gone))
 }
 
@@ -192,9 +239,14 @@ async fn record_walked(
     client: &impl GenericClient,
     chunk: &mut Vec<crate::dlq::DeadMessage>,
 ) -> Result<(), ActionError> {
-    let (parked, dead): (Vec<_>, Vec<_>) =
-        chunk.drain(..).partition(|m| m.failed_by.as_deref().is_some_and(|b| b.starts_with("console:")));
+    let parked_by = |m: &crate::dlq::DeadMessage| {
+        m.failed_by.as_deref().and_then(|b| b.strip_prefix("console:")).map(str::to_owned)
+    };
+    let (parked, dead): (Vec<_>, Vec<_>) = chunk.drain(..).partition(|m| parked_by(m).is_some());
     dead_letters::record(client, &dead, State::Dead, None).await?;
-    dead_letters::record(client, &parked, State::Parked, None).await?;
+    for m in parked {
+        let by = parked_by(&m);
+        dead_letters::record(client, &[m], State::Parked, by.as_deref()).await?;
+    }
     Ok(())
 }

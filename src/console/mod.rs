@@ -57,6 +57,9 @@ pub enum ConsoleError {
 /// What every request handler shares.
 pub struct Console {
     pub pool: Pool,
+    /// For the walk lock's own connection (see [`crate::dlq::WalkLock`]).
+    pub database_url: SecretString,
+    pub queue_prefix: String,
     pub amqp_url: SecretString,
     pub queues: queues::Queues,
     pub users: users::UsersFile,
@@ -67,6 +70,10 @@ pub struct Console {
     /// The `/readyz` of each role this deployment's settings name: (role, URL).
     pub readiness: Vec<(&'static str, String)>,
     pub http: reqwest::Client,
+    /// Password checks at once: argon2 takes about 19 MiB and a core's worth of work each.
+    pub verifying: tokio::sync::Semaphore,
+    /// The 7-day chart, read at most once a minute (it reads up to a week of `submissions`).
+    pub hourly: tokio::sync::Mutex<Option<(std::time::Instant, Vec<queries::Bucket>)>>,
 }
 
 impl Console {
@@ -91,18 +98,25 @@ impl Console {
         };
         Ok(Console {
             pool,
+            database_url: settings.database_url.clone(),
+            queue_prefix: settings.queue_prefix.clone(),
             amqp_url: settings.amqp_url.clone(),
             queues: queues::Queues::new(settings.amqp_url.clone(), topology),
             users,
             throttle: session::Throttle::default(),
             settings: settings.console.clone(),
             blobs,
-            readiness: vec![("ingress", ready_url(settings.ingress.listen)), ("worker", ready_url(settings.worker.listen))],
+            readiness: vec![
+                ("ingress", ready_url(settings.ingress.listen)),
+                ("worker", ready_url(settings.worker.listen)),
+            ],
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(1))
                 .no_proxy()
                 .build()
                 .expect("a plain HTTP client builds"),
+            verifying: tokio::sync::Semaphore::new(4),
+            hourly: tokio::sync::Mutex::new(None),
         })
     }
 }

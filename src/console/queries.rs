@@ -10,6 +10,8 @@ use crate::store::DbError;
 
 /// Rows per page of the dead-letter, candidate and audit lists.
 pub const PAGE_SIZE: i64 = 50;
+/// The last page a link may ask for (a page number from the URL is outside data).
+pub const MAX_PAGE: i64 = 1_000_000;
 
 /// Submissions by outcome in one time bucket of a chart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,10 +42,7 @@ pub async fn outcomes(client: &impl GenericClient, bucket: &str, since: &str) ->
          LEFT JOIN counts c ON c.b = g.b ORDER BY g.b"
     );
     let rows = client.query(&sql, &[]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| Bucket { start: r.get(0), applied: r.get(1), stale: r.get(2), dead: r.get(3) })
-        .collect())
+    Ok(rows.iter().map(|r| Bucket { start: r.get(0), applied: r.get(1), stale: r.get(2), dead: r.get(3) }).collect())
 }
 
 /// The filter of the dead-letter page, as its query string carries it.
@@ -214,7 +213,7 @@ fn dead_row(r: &tokio_postgres::Row) -> DeadRow {
 /// One page of dead letters matching `f`, newest first, and how many match in all.
 pub async fn dead_letters(client: &impl GenericClient, f: &DeadFilter) -> Result<(Vec<DeadRow>, i64), DbError> {
     let (clause, params) = f.clause();
-    let offset = f.page.max(0) * PAGE_SIZE;
+    let offset = f.page.clamp(0, MAX_PAGE) * PAGE_SIZE;
     let sql = format!(
         "SELECT {DEAD_COLUMNS} FROM dead_letters WHERE {clause} ORDER BY died_at DESC LIMIT {PAGE_SIZE} OFFSET {offset}"
     );
@@ -226,7 +225,10 @@ pub async fn dead_letters(client: &impl GenericClient, f: &DeadFilter) -> Result
 
 /// Counts of the dead letters matching `f`, by cause: kind and field (a validation failure
 /// naming two fields counts under both).
-pub async fn causes(client: &impl GenericClient, f: &DeadFilter) -> Result<Vec<(String, Option<String>, i64)>, DbError> {
+pub async fn causes(
+    client: &impl GenericClient,
+    f: &DeadFilter,
+) -> Result<Vec<(String, Option<String>, i64)>, DbError> {
     let (clause, params) = f.clause();
     let sql = format!(
         "SELECT kind, fe->>'field', count(*) FROM dead_letters
@@ -240,7 +242,9 @@ pub async fn causes(client: &impl GenericClient, f: &DeadFilter) -> Result<Vec<(
 /// The ids of every dead letter in the queue that matches `f` (a "replay all that match"):
 /// ids only, never the messages.
 pub async fn matching_ids(client: &impl GenericClient, f: &DeadFilter) -> Result<Vec<String>, DbError> {
-    let in_queue = DeadFilter { state: String::new(), ..f.clone() };
+    // Only what is in the queue: the filter's state when it names one of those, else both.
+    let state = if matches!(f.state.as_str(), "dead" | "parked") { f.state.clone() } else { String::new() };
+    let in_queue = DeadFilter { state, ..f.clone() };
     let (clause, params) = in_queue.clause();
     let rows = client.query(&format!("SELECT message_id FROM dead_letters WHERE {clause}"), &refs(&params)).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -249,7 +253,10 @@ pub async fn matching_ids(client: &impl GenericClient, f: &DeadFilter) -> Result
 /// Of `ids`, those still in the queue (dead or parked).
 pub async fn in_queue(client: &impl GenericClient, ids: &[String]) -> Result<Vec<String>, DbError> {
     let rows = client
-        .query("SELECT message_id FROM dead_letters WHERE message_id = ANY($1) AND state IN ('dead', 'parked')", &[&ids])
+        .query(
+            "SELECT message_id FROM dead_letters WHERE message_id = ANY($1) AND state IN ('dead', 'parked')",
+            &[&ids],
+        )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -311,16 +318,24 @@ pub async fn search_candidates(client: &impl GenericClient, q: &str) -> Result<V
     }
     let prefix = format!("{}%", like_escape(q));
     let lower = format!("{}%", like_escape(&q.to_lowercase()));
-    let digits: String = q.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect();
-    let phone = if digits.is_empty() { prefix.clone() } else { format!("{digits}%") };
-    let cn_phone = format!("+86{}%", digits.trim_start_matches('+'));
+    // A phone is searched only for what looks like one (at least three digits, nothing but digits,
+    // `+`, spaces and dashes): "+86%" would match nearly every candidate.
+    let digits: String = q.chars().filter(char::is_ascii_digit).collect();
+    let phone_like = digits.len() >= 3 && q.chars().all(|c| c.is_ascii_digit() || " +-".contains(c));
+    let (phone, cn_phone) = match phone_like {
+        true if q.starts_with('+') => (format!("+{digits}%"), format!("+{digits}%")),
+        true => (format!("{digits}%"), format!("+86{digits}%")),
+        // Not used: `$5` is false.
+        false => (String::new(), String::new()),
+    };
     // One indexed prefix scan per column (text_pattern_ops), OR-ed by the planner's bitmap.
     let rows = client
         .query(
             "SELECT moka_id, name, phone, email, job_title, updated_at FROM candidates
-             WHERE moka_id LIKE $1 OR name LIKE $1 OR email LIKE $2 OR phone LIKE $3 OR phone LIKE $4
-             ORDER BY updated_at DESC LIMIT $5",
-            &[&prefix, &lower, &phone, &cn_phone, &PAGE_SIZE],
+             WHERE moka_id LIKE $1 OR name LIKE $1 OR email LIKE $2
+                OR ($5 AND (phone LIKE $3 OR phone LIKE $4))
+             ORDER BY updated_at DESC LIMIT $6",
+            &[&prefix, &lower, &phone, &cn_phone, &phone_like, &PAGE_SIZE],
         )
         .await?;
     Ok(rows
@@ -360,13 +375,13 @@ pub struct Attachment {
 }
 
 pub async fn candidate(client: &impl GenericClient, moka_id: &str) -> Result<Option<CandidateDetail>, DbError> {
-    let Some(row) = client.query_opt("SELECT to_jsonb(c) FROM candidates c WHERE moka_id = $1", &[&moka_id]).await? else {
+    let Some(row) = client.query_opt("SELECT to_jsonb(c) FROM candidates c WHERE moka_id = $1", &[&moka_id]).await?
+    else {
         return Ok(None);
     };
     let row: serde_json::Value = row.get(0);
-    let children = |table: &str| {
-        format!("SELECT to_jsonb(t) - 'moka_id' FROM {table} t WHERE moka_id = $1 ORDER BY position")
-    };
+    let children =
+        |table: &str| format!("SELECT to_jsonb(t) - 'moka_id' FROM {table} t WHERE moka_id = $1 ORDER BY position");
     let educations = client.query(&children("candidate_educations"), &[&moka_id]).await?;
     let experiences = client.query(&children("candidate_experiences"), &[&moka_id]).await?;
     let attachments = client
@@ -489,7 +504,7 @@ fn audit_row(r: &tokio_postgres::Row) -> AuditEntry {
 /// One page of the audit table, newest first.
 pub async fn audit(client: &impl GenericClient, page: i64) -> Result<Vec<AuditEntry>, DbError> {
     let sql = format!("SELECT {AUDIT_COLUMNS} FROM console_audit ORDER BY at DESC, id DESC LIMIT $1 OFFSET $2");
-    Ok(client.query(&sql, &[&PAGE_SIZE, &(page.max(0) * PAGE_SIZE)]).await?.iter().map(audit_row).collect())
+    Ok(client.query(&sql, &[&PAGE_SIZE, &(page.clamp(0, MAX_PAGE) * PAGE_SIZE)]).await?.iter().map(audit_row).collect())
 }
 
 pub async fn audit_entry(client: &impl GenericClient, id: i64) -> Result<Option<AuditEntry>, DbError> {

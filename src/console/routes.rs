@@ -54,7 +54,10 @@ pub fn router(console: Shared) -> Router {
         .route("/audit/{id}", get(audit_entry))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
-        .route("/static/console.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], assets::CSS) }))
+        .route(
+            "/static/console.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], assets::CSS) }),
+        )
         .route(
             "/static/console.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], assets::JS) }),
@@ -206,12 +209,27 @@ async fn login_form() -> Html<String> {
     html(views::login(None))
 }
 
+/// Longest user name and password looked at (longer ones fail at once, without hashing).
+const MAX_CREDENTIAL_BYTES: usize = 256;
+
 async fn login(State(console): State<Shared>, body: Bytes) -> Result<Response, Fail> {
     let form = Form::parse(&body);
     let (name, password) = (form.get("username").to_owned(), form.get("password").to_owned());
+    if name.len() > MAX_CREDENTIAL_BYTES || password.len() > MAX_CREDENTIAL_BYTES {
+        metrics::counter!("moka_console_login_failures_total").increment(1);
+        return Ok((StatusCode::UNAUTHORIZED, html(views::login(Some("Wrong user name or password.")))).into_response());
+    }
+    // While a name waits after a failure, its attempts are refused without a hash: parallel
+    // guesses are as slow as sequential ones.
+    if let Some(wait) = console.throttle.waiting(&name) {
+        metrics::counter!("moka_console_login_failures_total").increment(1);
+        let message = format!("Too many failed logins for this user name: try again in {} s.", wait.as_secs() + 1);
+        return Ok((StatusCode::TOO_MANY_REQUESTS, html(views::login(Some(&message)))).into_response());
+    }
     let users = console.users.users();
-    // argon2 is deliberately slow: off the async threads.
+    // argon2 is deliberately slow and large: a few at a time, off the async threads.
     let checked = {
+        let _permit = console.verifying.acquire().await.map_err(|_| Fail::Unavailable("shutting down".into()))?;
         let name = name.clone();
         tokio::task::spawn_blocking(move || users.verify(&name, &password))
             .await
@@ -232,7 +250,12 @@ async fn login(State(console): State<Shared>, body: Bytes) -> Result<Response, F
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response())
 }
 
-async fn logout(State(console): State<Shared>, user: User, headers: axum::http::HeaderMap, body: Bytes) -> Result<Response, Fail> {
+async fn logout(
+    State(console): State<Shared>,
+    user: User,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, Fail> {
     authorize(&user, &Form::parse(&body), false)?;
     if let Some(token) = session::token_from(headers.get(header::COOKIE).and_then(|v| v.to_str().ok())) {
         session::end(&console.pool.get().await?, &token).await?;
@@ -246,7 +269,7 @@ async fn overview(State(console): State<Shared>, user: User) -> Result<Html<Stri
     let db = async {
         let client = console.pool.get().await?;
         let per_minute = queries::outcomes(&client, "minute", "1 hour").await?;
-        let per_hour = queries::outcomes(&client, "hour", "7 days").await?;
+        let per_hour = hourly(&console, &client).await?;
         let latest = queries::latest_dead(&client, 10).await?;
         Ok::<_, Fail>((per_minute, per_hour, latest))
     };
@@ -267,20 +290,31 @@ async fn overview(State(console): State<Shared>, user: User) -> Result<Html<Stri
     Ok(html(views::overview::render(&user.viewer(), &o)))
 }
 
+/// The 7-day chart, read again at most once a minute.
+async fn hourly(console: &Console, client: &deadpool_postgres::Object) -> Result<Vec<queries::Bucket>, Fail> {
+    let mut cached = console.hourly.lock().await;
+    if let Some((at, buckets)) = cached.as_ref() {
+        if at.elapsed() < std::time::Duration::from_secs(60) {
+            return Ok(buckets.clone());
+        }
+    }
+    let buckets = queries::outcomes(client, "hour", "7 days").await?;
+    *cached = Some((std::time::Instant::now(), buckets.clone()));
+    Ok(buckets)
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Notice {
-    reindexed: Option<usize>,
-    gone: Option<u64>,
     parked: Option<String>,
 }
 
 async fn dead_list(
     State(console): State<Shared>,
     user: User,
-    Query(filter): Query<DeadFilter>,
-    Query(notice): Query<Notice>,
+    Query(mut filter): Query<DeadFilter>,
 ) -> Result<Html<String>, Fail> {
+    filter.page = filter.page.clamp(0, queries::MAX_PAGE);
     let client = console.pool.get().await?;
     let (rows, total) = queries::dead_letters(&client, &filter).await?;
     let causes = queries::causes(&client, &filter).await?;
@@ -291,10 +325,7 @@ async fn dead_list(
         .await
         .ok()
         .and_then(|c| c.into_iter().find(|q| q.role == QueueRole::Dead).map(|q| q.messages));
-    let notice = notice
-        .reindexed
-        .map(|n| format!("Re-indexed: {n} messages in the queue, {} rows marked gone.", notice.gone.unwrap_or(0)));
-    let list = views::dead::List { filter: &filter, rows: &rows, total, causes: &causes, queue_depth, indexed, notice };
+    let list = views::dead::List { filter: &filter, rows: &rows, total, causes: &causes, queue_depth, indexed };
     Ok(html(views::dead::list(&user.viewer(), &list)))
 }
 
@@ -334,7 +365,9 @@ async fn dead_confirm(State(console): State<Shared>, user: User, body: Bytes) ->
     if all && filter.until.is_empty() {
         filter.until = chrono::Utc::now().to_rfc3339();
     }
-    let form = Form(form.0.into_iter().filter(|(k, _)| k != "until").chain([("until".into(), filter.until.clone())]).collect());
+    let form = Form(
+        form.0.into_iter().filter(|(k, _)| k != "until").chain([("until".into(), filter.until.clone())]).collect(),
+    );
     let ids = selected_ids(&console, &form, all).await?;
     let mut carry: Vec<(&str, String)> = vec![("do", form.get("do").to_owned())];
     match all {
@@ -351,8 +384,15 @@ async fn dead_act(State(console): State<Shared>, user: User, body: Bytes) -> Res
     authorize(&user, &form, true)?;
     let (action, all) = asked(&form)?;
     let ids = selected_ids(&console, &form, all).await?;
+    if ids.is_empty() {
+        return Err(Fail::BadRequest(
+            "Nothing to do: none of the selected messages is in the dead-letter queue.".into(),
+        ));
+    }
     let filter = match all {
-        true => serde_json::json!({ "filter": form.filter().pairs().into_iter().collect::<std::collections::BTreeMap<_, _>>() }),
+        true => {
+            serde_json::json!({ "filter": form.filter().pairs().into_iter().collect::<std::collections::BTreeMap<_, _>>() })
+        }
         false => serde_json::json!({ "ids": ids }),
     };
     let client = console.pool.get().await?;
@@ -364,11 +404,18 @@ async fn dead_act(State(console): State<Shared>, user: User, body: Bytes) -> Res
 
 async fn reindex(State(console): State<Shared>, user: User, body: Bytes) -> Result<Redirect, Fail> {
     authorize(&user, &Form::parse(&body), true)?;
-    let (n, gone) = actions::reindex(&console, &user.name).await.map_err(|e| Fail::Unavailable(telemetry::chain(&e)))?;
-    Ok(Redirect::to(&format!("/dead-letters?reindexed={n}&gone={gone}")))
+    let audit = actions::spawn_reindex(console.clone(), user.name.clone()).await.map_err(|e| match e {
+        actions::ActionError::Busy => Fail::Unavailable(e.to_string()),
+        other => Fail::Unavailable(telemetry::chain(&other)),
+    })?;
+    Ok(Redirect::to(&format!("/audit/{audit}")))
 }
 
-async fn retrying(State(console): State<Shared>, user: User, Query(notice): Query<Notice>) -> Result<Html<String>, Fail> {
+async fn retrying(
+    State(console): State<Shared>,
+    user: User,
+    Query(notice): Query<Notice>,
+) -> Result<Html<String>, Fail> {
     let queues = async {
         let counts = console.queues.counts().await.map_err(|e| e.to_string())?;
         let dlq = Dlq::open(&console.amqp_url, console.queues.topology.clone()).await.map_err(|e| e.to_string())?;
@@ -458,7 +505,10 @@ async fn download(
     let mut res = bytes.into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(|e| Fail::BadRequest(e.to_string()))?);
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).map_err(|e| Fail::BadRequest(e.to_string()))?,
+    );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
     Ok(res)
@@ -470,7 +520,8 @@ struct PageNo {
     page: i64,
 }
 
-async fn audit(State(console): State<Shared>, user: User, Query(p): Query<PageNo>) -> Result<Html<String>, Fail> {
+async fn audit(State(console): State<Shared>, user: User, Query(mut p): Query<PageNo>) -> Result<Html<String>, Fail> {
+    p.page = p.page.clamp(0, queries::MAX_PAGE);
     let client = console.pool.get().await?;
     let entries = queries::audit(&client, p.page).await?;
     let more = entries.len() as i64 == queries::PAGE_SIZE;

@@ -138,6 +138,14 @@ impl Throttle {
         Self::BASE.saturating_mul(1 << (entry.0 - 1).min(6)).min(Self::MAX)
     }
 
+    /// How long `name` must still wait after its last failure, if at all.
+    pub fn waiting(&self, name: &str) -> Option<Duration> {
+        let failures = self.failures.lock().expect("throttle lock");
+        let (n, at) = failures.get(name)?;
+        let wait = Self::BASE.saturating_mul(1 << (n.saturating_sub(1)).min(6)).min(Self::MAX);
+        wait.checked_sub(at.elapsed()).filter(|w| !w.is_zero())
+    }
+
     pub fn succeeded(&self, name: &str) {
         self.failures.lock().expect("throttle lock").remove(name);
     }
@@ -167,7 +175,10 @@ mod tests {
         assert!(waits.windows(2).all(|w| w[1] >= w[0]));
         assert_eq!(*waits.last().unwrap(), Duration::from_secs(8));
         assert_eq!(t.failed("bob"), Duration::from_millis(250), "per user name");
+        assert!(t.waiting("eve").is_some_and(|w| w <= Duration::from_secs(8)), "in backoff right after a failure");
+        assert_eq!(t.waiting("nobody"), None);
         t.succeeded("eve");
+        assert_eq!(t.waiting("eve"), None);
         assert_eq!(t.failed("eve"), Duration::from_millis(250));
     }
 

@@ -4,7 +4,7 @@
 use deadpool_postgres::Pool;
 use tracing::warn;
 
-use super::{Action, DeadMessage, Dlq, DlqError, Progress, Selection, Summary};
+use super::{Action, DeadMessage, Dlq, DlqError, Progress, Selection, Summary, WalkLock};
 use crate::{broker::topology::Topology, config::Settings, store};
 
 /// `dlq list`: one line per dead message (or a JSON array); removes nothing.
@@ -14,7 +14,7 @@ pub async fn list(
     reason: Option<String>,
     json: bool,
 ) -> Result<bool, DlqError> {
-    let dlq = open(settings).await?;
+    let (dlq, _walk) = open(settings).await?;
     let held = dlq.snapshot(limit).await?;
     let shown: Vec<&DeadMessage> =
         held.iter().map(|h| &h.message).filter(|m| reason.as_ref().is_none_or(|r| *r == m.reason)).collect();
@@ -44,7 +44,7 @@ pub async fn list(
 
 /// `dlq show ID`: the whole message: envelope, payload and error.
 pub async fn show(settings: &Settings, id: &str) -> Result<bool, DlqError> {
-    let dlq = open(settings).await?;
+    let (dlq, _walk) = open(settings).await?;
     let held = dlq.snapshot(None).await?;
     let found = held.iter().find(|h| h.message.message_id == id).map(|h| h.message.clone());
     dlq.close().await;
@@ -66,7 +66,7 @@ pub async fn replay(settings: &Settings, selection: &Selection, dry_run: bool) -
     if selection.is_empty() {
         return Err(DlqError::Usage("say what to replay: --all, --id ID…, --reason KIND or --candidate MOKA_ID"));
     }
-    let dlq = open(settings).await?;
+    let (dlq, _walk) = open(settings).await?;
     if dry_run {
         let mut cursor = dlq.cursor(&dlq.topology.dead_queue, None).await?;
         let mut summary = Summary::default();
@@ -83,9 +83,13 @@ pub async fn replay(settings: &Settings, selection: &Selection, dry_run: bool) -
     let index = index(settings);
     let progress = Progress::new(dlq.depth().await? as usize);
     let summary = dlq
-        .act(Action::Replay, |m| selection.matches(m), index.as_ref(), &operator(), |s| {
-            progress.tick(s.replayed + s.failed, "replayed")
-        })
+        .act(
+            Action::Replay,
+            |m| selection.matches(m),
+            index.as_ref(),
+            &operator(),
+            |s| progress.tick(s.replayed + s.failed, "replayed"),
+        )
         .await?;
     dlq.close().await;
     eprintln!("{summary}");
@@ -97,7 +101,7 @@ pub async fn purge(settings: &Settings, ids: &[String], all: bool, yes: bool) ->
     if !yes {
         return Err(DlqError::Usage("purging cannot be undone; add --yes"));
     }
-    let dlq = open(settings).await?;
+    let (dlq, _walk) = open(settings).await?;
     let index = index(settings);
     let by = operator();
     let mut ok = true;
@@ -147,8 +151,22 @@ fn operator() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
-/// The dead-letter queue of the configured broker and prefix.
-async fn open(settings: &Settings) -> Result<Dlq, DlqError> {
+/// The dead-letter queue of the configured broker and prefix, with the walk lock (see
+/// [`WalkLock`]) when the database answers: a command waits for a console action (or another
+/// command) on the same queue to finish. Without the database it goes on without the lock.
+async fn open(settings: &Settings) -> Result<(Dlq, Option<WalkLock>), DlqError> {
+    let lock = WalkLock::acquire(&settings.database_url, &settings.queue_prefix, false).await;
+    let lock = match lock {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => {
+            eprintln!("waiting for another walk of the dead-letter queue (a console action or a dlq command) to end");
+            WalkLock::acquire(&settings.database_url, &settings.queue_prefix, true).await.ok().flatten()
+        }
+        Err(e) => {
+            warn!(error = %e, "no database: walking the dead-letter queue without its lock");
+            None
+        }
+    };
     let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
-    Dlq::open(&settings.amqp_url, topology).await
+    Ok((Dlq::open(&settings.amqp_url, topology).await?, lock))
 }

@@ -29,7 +29,10 @@ use crate::broker::{
     topology::{Topology, DEAD_KEY, SUBMISSION_KEY},
 };
 pub use crate::domain::dead_letter::DeadMessage;
-use crate::store::dead_letters::{self, State};
+use crate::store::{
+    dead_letters::{self, State},
+    DbError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -88,6 +91,33 @@ pub struct Waiting {
     pub last_error: Option<String>,
     /// When it goes back to be processed: its last failure plus its (jittered) expiration.
     pub next_retry_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One walk of a deployment's dead-letter queue at a time (`dlq` commands, console actions):
+/// a walk holds the messages it took unacknowledged, so a second walk at the same time would not
+/// see them, and would report them gone. A PostgreSQL advisory lock (keyed by the queue prefix)
+/// on a connection of its own serializes the walks; dropping the value closes the connection,
+/// which releases the lock, also when the holder fails.
+pub struct WalkLock {
+    _client: tokio_postgres::Client,
+}
+
+/// The advisory lock's first key ("mokb"; migrations use "moka").
+const WALK_LOCK_CLASS: i32 = 0x6d6f6b62;
+
+impl WalkLock {
+    /// Takes the lock of `prefix`'s dead-letter queue; waits for it when `wait`, else returns
+    /// `None` at once if another walk holds it.
+    pub async fn acquire(database_url: &SecretString, prefix: &str, wait: bool) -> Result<Option<WalkLock>, DbError> {
+        let (client, connection) = tokio_postgres::connect(database_url.expose_secret(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let sql = match wait {
+            true => "SELECT pg_advisory_lock($1, hashtext($2)), true",
+            false => "SELECT null::text, pg_try_advisory_lock($1, hashtext($2))",
+        };
+        let got: bool = client.query_one(sql, &[&WALK_LOCK_CLASS, &prefix]).await?.get(1);
+        Ok(got.then_some(WalkLock { _client: client }))
+    }
 }
 
 /// Counts for the closing summary line.
@@ -173,7 +203,9 @@ impl Dlq {
                 retries: History::read(props).retries,
                 last_error_kind: headers::text(&h, headers::LAST_ERROR_KIND),
                 last_error: headers::text(&h, headers::LAST_ERROR),
-                next_retry_at: last_failed.zip(expiration).map(|(t, ms)| t + chrono::Duration::milliseconds(ms)),
+                next_retry_at: last_failed
+                    .zip(expiration)
+                    .and_then(|(t, ms)| t.checked_add_signed(chrono::Duration::try_milliseconds(ms)?)),
                 message: held.message,
             });
         }
@@ -238,10 +270,16 @@ impl Dlq {
             let last = headers::text(&h, headers::LAST_ERROR).unwrap_or_else(|| "no error recorded".into());
             let message = format!("parked by {by} while waiting to be retried; last error: {last}");
             let failed_by = format!("console:{by}");
-            let letter =
-                DeadLetter { kind: &kind, message: &message, fields: None, attempts: history.attempts(), failed_by: &failed_by };
+            let letter = DeadLetter {
+                kind: &kind,
+                message: &message,
+                fields: None,
+                attempts: history.attempts(),
+                failed_by: &failed_by,
+            };
             // Without the delay queue's expiration: a parked message waits for an operator.
-            let props = without_expiration(original).with_headers(headers::dead_letter_headers(original, &history, &letter));
+            let props =
+                without_expiration(original).with_headers(headers::dead_letter_headers(original, &history, &letter));
             self.publish_confirmed(&self.topology.dead_exchange, DEAD_KEY, &held.raw.delivery.data, props.clone())
                 .await
                 .map_err(DlqError::Refused)?;
@@ -265,7 +303,13 @@ impl Dlq {
     }
 
     /// Publishes mandatory and waits for the broker's confirm.
-    async fn publish_confirmed(&self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) -> Result<(), String> {
+    async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), String> {
         let options = BasicPublishOptions { mandatory: true, immediate: false };
         let confirm = self
             .ch
@@ -334,10 +378,11 @@ impl Cursor {
             return Ok(None);
         }
         self.left -= 1;
-        Ok(dlq.ch.basic_get(&self.queue, BasicGetOptions { no_ack: false }).await?.map(|raw| Held {
-            message: describe(&raw.delivery.properties, &raw.delivery.data),
-            raw,
-        }))
+        Ok(dlq
+            .ch
+            .basic_get(&self.queue, BasicGetOptions { no_ack: false })
+            .await?
+            .map(|raw| Held { message: describe(&raw.delivery.properties, &raw.delivery.data), raw }))
     }
 }
 
@@ -347,7 +392,7 @@ async fn mark(index: Option<&Pool>, ids: &[String], state: State, by: &str) {
     let Some(pool) = index else { return };
     let result = match pool.get().await {
         Ok(client) => dead_letters::set_state(&client, ids, state, by).await.map(|_| ()),
-        Err(e) => Err(crate::store::DbError::from(e)),
+        Err(e) => Err(DbError::from(e)),
     };
     if let Err(e) = result {
         warn!(error = %e, "the dead-letter index was not updated; re-index it from the console");
@@ -359,7 +404,7 @@ async fn mark_back(index: Option<&Pool>, ids: &[String]) {
     let Some(pool) = index else { return };
     let result = match pool.get().await {
         Ok(client) => dead_letters::restore(&client, ids).await.map(|_| ()),
-        Err(e) => Err(crate::store::DbError::from(e)),
+        Err(e) => Err(DbError::from(e)),
     };
     if let Err(e) = result {
         warn!(error = %e, "the dead-letter index was not updated; re-index it from the console");
@@ -369,19 +414,45 @@ async fn mark_back(index: Option<&Pool>, ids: &[String]) {
 /// `props` without `expiration` (lapin's builder can set a property, not remove one).
 fn without_expiration(p: &BasicProperties) -> BasicProperties {
     let mut out = BasicProperties::default();
-    if let Some(v) = p.content_type() { out = out.with_content_type(v.clone()); }
-    if let Some(v) = p.content_encoding() { out = out.with_content_encoding(v.clone()); }
-    if let Some(v) = p.headers() { out = out.with_headers(v.clone()); }
-    if let Some(v) = p.delivery_mode() { out = out.with_delivery_mode(*v); }
-    if let Some(v) = p.priority() { out = out.with_priority(*v); }
-    if let Some(v) = p.correlation_id() { out = out.with_correlation_id(v.clone()); }
-    if let Some(v) = p.reply_to() { out = out.with_reply_to(v.clone()); }
-    if let Some(v) = p.message_id() { out = out.with_message_id(v.clone()); }
-    if let Some(v) = p.timestamp() { out = out.with_timestamp(*v); }
-    if let Some(v) = p.kind() { out = out.with_type(v.clone()); }
-    if let Some(v) = p.user_id() { out = out.with_user_id(v.clone()); }
-    if let Some(v) = p.app_id() { out = out.with_app_id(v.clone()); }
-    if let Some(v) = p.cluster_id() { out = out.with_cluster_id(v.clone()); }
+    if let Some(v) = p.content_type() {
+        out = out.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        out = out.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.headers() {
+        out = out.with_headers(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        out = out.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        out = out.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        out = out.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        out = out.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        out = out.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        out = out.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        out = out.with_type(v.clone());
+    }
+    if let Some(v) = p.user_id() {
+        out = out.with_user_id(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        out = out.with_app_id(v.clone());
+    }
+    if let Some(v) = p.cluster_id() {
+        out = out.with_cluster_id(v.clone());
+    }
     out
 }
 

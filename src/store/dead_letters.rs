@@ -49,7 +49,7 @@ ON CONFLICT (message_id) DO UPDATE SET
     attempts = EXCLUDED.attempts, died_at = EXCLUDED.died_at, failed_by = EXCLUDED.failed_by,
     first_failed_at = COALESCE(d.first_failed_at, EXCLUDED.first_failed_at),
     state = EXCLUDED.state, changed_at = EXCLUDED.changed_at,
-    changed_by = COALESCE(EXCLUDED.changed_by, d.changed_by)";
+    changed_by = EXCLUDED.changed_by, indexed_at = now()";
 
 /// Records `messages` as being in the dead-letter queue (`state` dead or parked, `by` the
 /// operator who parked them). A message that died before (replayed, then failed again) is
@@ -60,14 +60,27 @@ pub async fn record(
     state: State,
     by: Option<&str>,
 ) -> Result<u64, DbError> {
+    // One row per id (the last copy wins): the queue may hold two copies of a message (the
+    // broker's at-least-once dead-lettering), and one statement cannot upsert a key twice.
+    let mut seen = std::collections::HashSet::new();
+    let mut unique: Vec<&DeadMessage> = messages.iter().rev().filter(|m| seen.insert(m.message_id.as_str())).collect();
+    unique.reverse();
+    let messages = unique;
     if messages.is_empty() {
         return Ok(0);
     }
     let t = |s: &str, max| storable::text(s, max).into_owned();
     let ot = |s: &Option<String>, max| s.as_deref().map(|s| storable::text(s, max).into_owned());
     // Timestamps from headers are outside data: only well-formed ones reach the cast.
-    let time = |s: &Option<String>| s.as_deref().filter(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()).map(str::to_owned);
-    let fields = |s: &Option<String>| s.as_deref().filter(|s| serde_json::from_str::<serde_json::Value>(s).map(|v| v.is_array()).unwrap_or(false)).map(|s| storable::text(s, storable::MESSAGE_MAX_BYTES).into_owned());
+    let time = |s: &Option<String>| {
+        s.as_deref().filter(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()).map(str::to_owned)
+    };
+    // Parsed, made storable value by value (NUL escaped, long texts cut), written again: cutting
+    // the JSON text itself could leave it invalid.
+    let fields = |s: &Option<String>| {
+        let value: serde_json::Value = serde_json::from_str(s.as_deref()?).ok()?;
+        value.is_array().then(|| storable::json(&value, 512).to_string())
+    };
     let ids: Vec<String> = messages.iter().map(|m| t(&m.message_id, storable::ID_MAX_BYTES)).collect();
     let sources: Vec<&str> = messages.iter().map(|m| m.source.as_str()).collect();
     let moka: Vec<String> = messages.iter().map(|m| t(&m.moka_id, storable::ID_MAX_BYTES)).collect();

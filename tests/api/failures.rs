@@ -159,7 +159,8 @@ async fn past_the_schedule_a_download_is_dead_with_its_reason_and_a_replay_store
 
     // …fixes the cause, and replays.
     files.switch_on();
-    let (ok, _, err) = dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["replay", "--dry-run", "--reason", "attachment"]).await;
+    let (ok, _, err) =
+        dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["replay", "--dry-run", "--reason", "attachment"]).await;
     assert!(ok && err.contains("dry run") && err.contains("replayed 0"), "{err}");
     assert_eq!(broker.wait_depth(&broker.topology.dead_queue, 1).await, 1, "a dry run changes nothing");
     let (ok, _, err) = dlq_cli(&broker, &db, TEST_RETRY_SCHEDULE, &["replay", "--candidate", "down"]).await;
@@ -303,7 +304,8 @@ async fn a_replay_where_some_fail_again_replays_each_message_once() {
     broker.assert_accounted(&db, 4).await;
     // The console's index moved with the queue: the healed two are replayed (by the command's
     // user), the two that failed again are dead again.
-    let state = |id: &str, state: &str| format!("SELECT 1 FROM dead_letters WHERE moka_id = '{id}' AND state = '{state}'");
+    let state =
+        |id: &str, state: &str| format!("SELECT 1 FROM dead_letters WHERE moka_id = '{id}' AND state = '{state}'");
     assert_eq!(db.count(&state("heal-1", "replayed")).await + db.count(&state("heal-2", "replayed")).await, 2);
     assert_eq!(db.count("SELECT 1 FROM dead_letters WHERE state = 'replayed' AND changed_by LIKE 'cli:%'").await, 2);
     assert_eq!(db.wait_count(&state("again-1", "dead"), 1, WAIT).await + db.count(&state("again-2", "dead")).await, 2);

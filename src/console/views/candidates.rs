@@ -4,7 +4,7 @@
 
 use maud::{html, Markup};
 
-use super::{candidate_href, page, time, Viewer};
+use super::{candidate_href, dead_href, page, time, Viewer};
 use crate::console::queries::{CandidateDetail, CandidateHit, DeadRow, Submission};
 
 pub fn search(viewer: &Viewer<'_>, q: &str, hits: &[CandidateHit]) -> Markup {
@@ -53,10 +53,30 @@ fn cell(v: Option<&serde_json::Value>) -> String {
 
 /// The columns shown in the "stored" table, in order (the rest have sections of their own).
 const COLUMNS: &[&str] = &[
-    "moka_id", "name", "phone", "phone_raw", "email", "gender", "birth_year", "source", "academic_degree",
-    "academic_degree_raw", "married", "job_title", "operator_name", "operator_email", "operator_phone",
-    "resume_url", "interview_feedback_url", "offer_attachment_urls", "offer_info", "source_tonce",
-    "source_received_at", "last_message_id", "created_at", "updated_at",
+    "moka_id",
+    "name",
+    "phone",
+    "phone_raw",
+    "email",
+    "gender",
+    "birth_year",
+    "source",
+    "academic_degree",
+    "academic_degree_raw",
+    "married",
+    "job_title",
+    "operator_name",
+    "operator_email",
+    "operator_phone",
+    "resume_url",
+    "interview_feedback_url",
+    "offer_attachment_urls",
+    "offer_info",
+    "source_tonce",
+    "source_received_at",
+    "last_message_id",
+    "created_at",
+    "updated_at",
 ];
 
 pub fn detail(
@@ -169,7 +189,7 @@ pub fn detail(
                 tbody {
                     @for d in dead {
                         tr {
-                            td { a href=(format!("/dead-letters/{}", d.message_id)) { (time(&d.died_at)) } }
+                            td { a href=(dead_href(&d.message_id)) { (time(&d.died_at)) } }
                             td { span.badge.dead { (d.kind) } }
                             td.msg { (d.message) }
                             td { span class=(format!("badge {}", d.state)) { (d.state) } }

@@ -3,7 +3,7 @@
 
 use maud::{html, Markup};
 
-use super::{candidate_href, hidden, link, opt_time, page, time, Viewer};
+use super::{candidate_href, dead_href, hidden, link, opt_time, page, time, Viewer};
 use crate::console::queries::{DeadDetail, DeadFilter, DeadRow, PAGE_SIZE};
 
 /// The reason kinds offered in the filter.
@@ -19,8 +19,6 @@ pub struct List<'a> {
     pub queue_depth: Option<u32>,
     /// Rows the index says are in the queue.
     pub indexed: i64,
-    /// A notice above the list (after a re-index).
-    pub notice: Option<String>,
 }
 
 fn state_badge(state: &str) -> Markup {
@@ -39,7 +37,6 @@ pub fn list(viewer: &Viewer<'_>, l: &List<'_>) -> Markup {
     let (prev, next) = (page_link(f.page - 1), page_link(f.page + 1));
     let pages = ((l.total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
     let body = html! {
-        @if let Some(n) = &l.notice { p.notice #notice { (n) } }
         form.filters.card method="get" action="/dead-letters" #filters {
             label { "Reason" select name="kind" {
                 option value="" { "any" }
@@ -117,7 +114,7 @@ pub fn list(viewer: &Viewer<'_>, l: &List<'_>) -> Markup {
                         @for d in l.rows {
                             tr data-id=(d.message_id) {
                                 @if selectable { td { input type="checkbox" name="id" value=(d.message_id); } }
-                                td { a href=(format!("/dead-letters/{}", d.message_id)) { (time(&d.died_at)) } }
+                                td { a href=(dead_href(&d.message_id)) { (time(&d.died_at)) } }
                                 td { a href=(candidate_href(&d.moka_id)) { (d.moka_id) } }
                                 td.wide { (d.name.as_deref().unwrap_or("")) }
                                 td { span.badge.dead { (d.kind) } @if d.source == "download" { " " span.muted { "download" } } }

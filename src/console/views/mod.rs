@@ -107,7 +107,7 @@ pub fn problem(title: &str, viewer: Option<&Viewer<'_>>, message: &str) -> Marku
     match viewer {
         Some(v) => page(title, "", v, None, body),
         None => html! { (DOCTYPE) html lang="en" { head { meta charset="utf-8"; title { (title) }
-            link rel="stylesheet" href="/static/console.css"; } body { main { h1 { (title) } (body) } } } },
+        link rel="stylesheet" href="/static/console.css"; } body { main { h1 { (title) } (body) } } } },
     }
 }
 
@@ -137,6 +137,11 @@ pub fn hidden(pairs: &[(&str, String)]) -> Markup {
 /// `path` of the candidate page of `moka_id`.
 pub fn candidate_href(moka_id: &str) -> String {
     format!("/candidates/{}", percent_encoding::utf8_percent_encode(moka_id, percent_encoding::NON_ALPHANUMERIC))
+}
+
+/// `path` of the page of the dead letter `message_id`.
+pub fn dead_href(message_id: &str) -> String {
+    format!("/dead-letters/{}", percent_encoding::utf8_percent_encode(message_id, percent_encoding::NON_ALPHANUMERIC))
 }
 
 /// The audit table.

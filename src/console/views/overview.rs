@@ -2,7 +2,7 @@
 
 use maud::{html, Markup};
 
-use super::{candidate_href, page, time, Viewer};
+use super::{candidate_href, dead_href, page, time, Viewer};
 use crate::console::{
     chart,
     queries::{Bucket, DeadRow},
@@ -66,7 +66,7 @@ pub fn render(viewer: &Viewer<'_>, o: &Overview) -> Markup {
                         tbody {
                             @for d in &o.latest_dead {
                                 tr {
-                                    td { a href=(format!("/dead-letters/{}", d.message_id)) { (time(&d.died_at)) } }
+                                    td { a href=(dead_href(&d.message_id)) { (time(&d.died_at)) } }
                                     td { a href=(candidate_href(&d.moka_id)) { (d.moka_id) } " " span.muted { (d.name.as_deref().unwrap_or("")) } }
                                     td { span.badge.dead { (d.kind) } }
                                 }

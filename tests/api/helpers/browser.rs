@@ -118,9 +118,12 @@ impl Browser {
     }
 
     pub async fn find(&self, css: &str) -> Element {
-        self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.unwrap_or_else(|e| {
-            panic!("no element {css} on the page: {e}")
-        })
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css} on the page: {e}"))
     }
 
     pub async fn text(&self, css: &str) -> String {
