@@ -87,7 +87,8 @@ impl DeadFilter {
             w.bind("moka_id = ?", self.candidate.clone());
         }
         if !self.q.is_empty() {
-            w.bind("message ILIKE ?", format!("%{}%", like_escape(&self.q)));
+            // lower() then LIKE: about twice as fast as ILIKE on this scan (which no index serves).
+            w.bind("lower(message) LIKE ?", format!("%{}%", like_escape(&self.q.to_lowercase())));
         }
         let interval = match self.window.as_str() {
             "hour" => Some("1 hour"),
@@ -210,33 +211,36 @@ fn dead_row(r: &tokio_postgres::Row) -> DeadRow {
     }
 }
 
-/// One page of dead letters matching `f`, newest first, and how many match in all.
-pub async fn dead_letters(client: &impl GenericClient, f: &DeadFilter) -> Result<(Vec<DeadRow>, i64), DbError> {
+/// One page of dead letters matching `f`, newest first.
+pub async fn dead_letters(client: &impl GenericClient, f: &DeadFilter) -> Result<Vec<DeadRow>, DbError> {
     let (clause, params) = f.clause();
     let offset = f.page.clamp(0, MAX_PAGE) * PAGE_SIZE;
     let sql = format!(
         "SELECT {DEAD_COLUMNS} FROM dead_letters WHERE {clause} ORDER BY died_at DESC LIMIT {PAGE_SIZE} OFFSET {offset}"
     );
-    let rows = client.query(&sql, &refs(&params)).await?;
-    let total: i64 =
-        client.query_one(&format!("SELECT count(*) FROM dead_letters WHERE {clause}"), &refs(&params)).await?.get(0);
-    Ok((rows.iter().map(dead_row).collect(), total))
+    Ok(client.query(&sql, &refs(&params)).await?.iter().map(dead_row).collect())
 }
 
-/// Counts of the dead letters matching `f`, by cause: kind and field (a validation failure
-/// naming two fields counts under both).
-pub async fn causes(
-    client: &impl GenericClient,
-    f: &DeadFilter,
-) -> Result<Vec<(String, Option<String>, i64)>, DbError> {
+/// Counts by cause (reason and field: a validation failure naming two fields counts under
+/// both), the 50 largest.
+pub type Causes = Vec<(String, Option<String>, i64)>;
+
+/// How many dead letters match `f` in all, and by cause, from one scan of the matching rows (a
+/// text search cannot use an index: it is read once, not once per count).
+pub async fn summary(client: &impl GenericClient, f: &DeadFilter) -> Result<(i64, Causes), DbError> {
     let (clause, params) = f.clause();
     let sql = format!(
-        "SELECT kind, fe->>'field', count(*) FROM dead_letters
-         LEFT JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(fields) = 'array' THEN fields ELSE '[]' END) fe ON true
-         WHERE {clause} GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 50"
+        "WITH m AS MATERIALIZED (SELECT kind, fields FROM dead_letters WHERE {clause})
+         (SELECT NULL::text, NULL::text, count(*), 0 AS total_first FROM m)
+         UNION ALL
+         (SELECT kind, fe->>'field', count(*), 1 FROM m
+          LEFT JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(fields) = 'array' THEN fields ELSE '[]' END) fe ON true
+          GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 50)"
     );
     let rows = client.query(&sql, &refs(&params)).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    let total = rows.iter().find(|r| r.get::<_, i32>(3) == 0).map(|r| r.get(2)).unwrap_or(0);
+    let causes = rows.iter().filter(|r| r.get::<_, i32>(3) == 1).map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    Ok((total, causes))
 }
 
 /// The ids of every dead letter in the queue that matches `f` (a "replay all that match"):

@@ -315,16 +315,16 @@ async fn dead_list(
     Query(mut filter): Query<DeadFilter>,
 ) -> Result<Html<String>, Fail> {
     filter.page = filter.page.clamp(0, queries::MAX_PAGE);
-    let client = console.pool.get().await?;
-    let (rows, total) = queries::dead_letters(&client, &filter).await?;
-    let causes = queries::causes(&client, &filter).await?;
-    let indexed = queries::indexed_in_queue(&client).await?;
-    let queue_depth = console
-        .queues
-        .counts()
-        .await
-        .ok()
-        .and_then(|c| c.into_iter().find(|q| q.role == QueueRole::Dead).map(|q| q.messages));
+    // The page, the counts, the index's and the broker's totals: at once, each on its connection.
+    let page = async { Ok::<_, Fail>(queries::dead_letters(&console.pool.get().await?, &filter).await?) };
+    let summary = async { Ok::<_, Fail>(queries::summary(&console.pool.get().await?, &filter).await?) };
+    let indexed = async { Ok::<_, Fail>(queries::indexed_in_queue(&console.pool.get().await?).await?) };
+    let depth = async {
+        let counts = console.queues.counts().await.ok()?;
+        counts.into_iter().find(|q| q.role == QueueRole::Dead).map(|q| q.messages)
+    };
+    let (rows, summary, indexed, queue_depth) = tokio::join!(page, summary, indexed, depth);
+    let (rows, (total, causes), indexed) = (rows?, summary?, indexed?);
     let list = views::dead::List { filter: &filter, rows: &rows, total, causes: &causes, queue_depth, indexed };
     Ok(html(views::dead::list(&user.viewer(), &list)))
 }

@@ -344,3 +344,43 @@ async fn console_hash_password_prints_an_argon2id_hash_that_a_users_file_accepts
     assert!(!empty.status.success(), "an empty password is refused");
     assert!(String::from_utf8_lossy(&empty.stderr).contains("no password"));
 }
+
+#[tokio::test]
+async fn the_console_refuses_to_start_without_users_and_all_serves_it_once_a_users_file_is_set() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let out = crate::helpers::process::service_command("console", &broker.prefix, &db, &[]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("console.users_file"), "{stderr}");
+
+    let users = std::env::temp_dir().join(format!("moka-users-all-{}", broker.prefix));
+    let hash = moka_ingest::console::users::hash_password("a passphrase for all").unwrap();
+    std::fs::write(&users, format!("ana:viewer:{hash}\n")).unwrap();
+    let (port, ops, console) = (free_port(), free_port(), free_port());
+    let all = service(
+        "all",
+        &broker.prefix,
+        &db,
+        &[
+            ("MOKA_INGEST_LISTEN", format!("127.0.0.1:{port}")),
+            ("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{ops}")),
+            ("MOKA_INGEST_CONSOLE_LISTEN", format!("127.0.0.1:{console}")),
+            ("MOKA_INGEST_CONSOLE_USERS_FILE", users.to_str().unwrap().to_owned()),
+        ],
+    );
+    assert!(wait_200(&format!("http://127.0.0.1:{console}/healthz"), Duration::from_secs(15)).await);
+    let client = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let home = client.get(format!("http://127.0.0.1:{console}/")).send().await.unwrap();
+    assert_eq!((home.status().as_u16(), home.headers()["location"].to_str().unwrap()), (303, "/login"));
+    let login = client
+        .post(format!("http://127.0.0.1:{console}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=ana&password=a+passphrase+for+all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303);
+    assert!(login.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await, "the ingress runs too");
+    sigterm_and_wait(all).await;
+    let _ = std::fs::remove_file(&users);
+}
