@@ -26,6 +26,27 @@
 //! about a fifth fewer confirmed publishes per second on this project's machine. The JSON line
 //! cannot contain a raw newline (JSON escapes it), so the first `\n` always ends it.
 //!
+//! The line may also carry `sig`: 32 hex digits, the first 16 bytes of the SHA-256 of the
+//! request's signature (what identifies a request, so that a replay that the ingress's cache
+//! forgot is recorded as a `duplicate`). Readers ignore fields they do not know.
+//!
+//! **Version 3** carries a *group*: the submissions that arrived while the ingress's previous
+//! publish waited for its confirm, in one AMQP message (`type` `moka.submission.v3`, its own
+//! `message_id`). Its body is a line `{"v":3,"n":N}`, then N items, each a line of its own
+//! metadata (as version 2, plus `message_id`, the submission's own, and `len`, the payload's
+//! length in bytes), `\n`, the payload's exact bytes, `\n`:
+//!
+//! ```text
+//! {"v":3,"n":2}
+//! {"message_id":"0192…","received_at":"…","access_key":"AK","tonce":1764446400,"moka_id":"a","sig":"…","len":17}
+//! {"id":"a","x":1}
+//! {"message_id":"0193…","received_at":"…","access_key":"AK","tonce":1764446401,"moka_id":"b","sig":"…","len":9}
+//! {"id":"b"}
+//! ```
+//!
+//! A group of one is sent as version 2. Each submission of a group keeps its own message id: it
+//! is retried and dead-lettered on its own, as a version 2 message.
+//!
 //! Version 1 (metadata in the headers `x-envelope-version`, `x-received-at`, `x-access-key`,
 //! `x-tonce`, `x-moka-id`; body = payload; `type` `moka.submission.v1`) is still read, so that
 //! messages queued or dead-lettered before an upgrade are processed. Workers are upgraded first.
@@ -39,6 +60,12 @@ use super::headers::{self, v1};
 pub const VERSION: i64 = 2;
 /// AMQP `type` property of envelope messages.
 pub const MESSAGE_TYPE: &str = "moka.submission.v2";
+/// Version of a group of submissions.
+pub const GROUP_VERSION: i64 = 3;
+/// AMQP `type` of a group.
+pub const GROUP_TYPE: &str = "moka.submission.v3";
+/// Most submissions a group may hold (a reader refuses more: its size comes from outside).
+pub const GROUP_MAX: usize = crate::config::GROUP_MAX_MESSAGES;
 /// `type` of version 1 messages, which are still read.
 pub const MESSAGE_TYPE_V1: &str = "moka.submission.v1";
 
@@ -73,6 +100,41 @@ struct LineOut<'a> {
     access_key: &'a str,
     tonce: i64,
     moka_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sig: Option<String>,
+}
+
+/// A group's first line.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GroupLine {
+    v: i64,
+    n: usize,
+}
+
+/// The metadata line of one submission in a group, as written.
+#[derive(serde::Serialize)]
+struct ItemOut<'a> {
+    message_id: &'a str,
+    received_at: &'a str,
+    access_key: &'a str,
+    tonce: i64,
+    moka_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sig: Option<String>,
+    len: usize,
+}
+
+/// The metadata line of one submission in a group, as read.
+#[derive(serde::Deserialize)]
+struct ItemIn {
+    message_id: String,
+    received_at: String,
+    access_key: String,
+    tonce: i64,
+    moka_id: String,
+    #[serde(default)]
+    sig: Option<String>,
+    len: usize,
 }
 
 /// The metadata line, as read. Unknown fields are ignored, so a later minor addition is readable.
@@ -83,6 +145,19 @@ struct LineIn {
     access_key: String,
     tonce: i64,
     moka_id: String,
+    #[serde(default)]
+    sig: Option<String>,
+}
+
+fn sig_out(sig: &Option<[u8; 16]>) -> Option<String> {
+    sig.as_ref().map(hex::encode)
+}
+
+/// A well-formed `sig`, or none (an unreadable one identifies nothing).
+fn sig_in(sig: Option<String>) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(sig?, &mut out).ok()?;
+    Some(out)
 }
 
 /// The wire form of the metadata (the domain type is [`Meta`]).
@@ -107,6 +182,7 @@ impl Meta {
             access_key: &self.access_key,
             tonce: self.tonce,
             moka_id: &self.moka_id,
+            sig: sig_out(&self.signature),
         };
         let mut body = Vec::with_capacity(payload.len() + 128 + self.access_key.len() + self.moka_id.len());
         serde_json::to_writer(&mut body, &line).expect("writing JSON to memory cannot fail");
@@ -116,7 +192,106 @@ impl Meta {
     }
 }
 
+/// A group of submissions (version 3): one message for several requests.
+pub struct Group;
+
+impl Group {
+    /// Properties of a group: persistent, typed, its own fresh message id.
+    pub fn properties() -> BasicProperties {
+        let mut id = Uuid::encode_buffer();
+        let now = Utc::now();
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_type(GROUP_TYPE.into())
+            .with_message_id(ShortString::from(&*Uuid::now_v7().hyphenated().encode_lower(&mut id)))
+            .with_timestamp(u64::try_from(now.timestamp()).unwrap_or(0))
+    }
+
+    /// The body of a group of `items` (metadata and exact payload bytes each).
+    pub fn body<'a>(items: impl IntoIterator<Item = (&'a Meta, &'a [u8])>, n: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        serde_json::to_writer(&mut body, &GroupLine { v: GROUP_VERSION, n })
+            .expect("writing JSON to memory cannot fail");
+        body.push(b'\n');
+        let mut id = Uuid::encode_buffer();
+        for (meta, payload) in items {
+            let received_at = meta.received_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+            let line = ItemOut {
+                message_id: meta.message_id.hyphenated().encode_lower(&mut id),
+                received_at: &received_at,
+                access_key: &meta.access_key,
+                tonce: meta.tonce,
+                moka_id: &meta.moka_id,
+                sig: sig_out(&meta.signature),
+                len: payload.len(),
+            };
+            serde_json::to_writer(&mut body, &line).expect("writing JSON to memory cannot fail");
+            body.push(b'\n');
+            body.extend_from_slice(payload);
+            body.push(b'\n');
+        }
+        body
+    }
+
+    /// Whether a delivery is a group.
+    pub fn is_group(props: &BasicProperties) -> bool {
+        props.kind().as_ref().is_some_and(|k| k.as_str() == GROUP_TYPE)
+    }
+
+    /// How many submissions a delivery holds (a group's `n`, read from its first line alone;
+    /// anything else, or an unreadable group, counts one).
+    pub fn count(props: &BasicProperties, body: &[u8]) -> usize {
+        if !Self::is_group(props) {
+            return 1;
+        }
+        let line = body.iter().position(|&b| b == b'\n').map(|end| &body[..end]);
+        line.and_then(|l| serde_json::from_slice::<GroupLine>(l).ok()).map_or(1, |g| g.n.clamp(1, GROUP_MAX))
+    }
+}
+
 impl Envelope {
+    /// Every submission a delivery holds: those of a group (version 3), or the one of a version 2
+    /// or 1 message.
+    pub fn read_all(props: &BasicProperties, body: &[u8]) -> Result<Vec<Envelope>, EnvelopeError> {
+        if !Group::is_group(props) {
+            return Envelope::from_delivery(props, body).map(|e| vec![e]);
+        }
+        let newline = |from: usize| body[from..].iter().position(|&b| b == b'\n').map(|p| from + p);
+        let end = newline(0).ok_or(EnvelopeError::Field("group line"))?;
+        let group: GroupLine = serde_json::from_slice(&body[..end]).map_err(|_| EnvelopeError::Field("group line"))?;
+        if group.v != GROUP_VERSION {
+            return Err(EnvelopeError::Version(group.v));
+        }
+        if group.n == 0 || group.n > GROUP_MAX {
+            return Err(EnvelopeError::Field("n"));
+        }
+        let mut at = end + 1;
+        let mut out = Vec::with_capacity(group.n);
+        for _ in 0..group.n {
+            let end = newline(at).ok_or(EnvelopeError::Field("item line"))?;
+            let item: ItemIn = serde_json::from_slice(&body[at..end]).map_err(|_| EnvelopeError::Field("item line"))?;
+            let start = end + 1;
+            let stop = start.checked_add(item.len).filter(|s| *s < body.len()).ok_or(EnvelopeError::Field("len"))?;
+            if body[stop] != b'\n' {
+                return Err(EnvelopeError::Field("len"));
+            }
+            let meta = Meta {
+                message_id: Uuid::parse_str(&item.message_id).map_err(|_| EnvelopeError::Field("message_id"))?,
+                received_at: parse_time(&item.received_at).ok_or(EnvelopeError::Field("received_at"))?,
+                access_key: item.access_key,
+                tonce: item.tonce,
+                moka_id: item.moka_id,
+                signature: sig_in(item.sig),
+            };
+            out.push(Envelope { meta, payload: text(&body[start..stop])? });
+            at = stop + 1;
+        }
+        if at != body.len() {
+            return Err(EnvelopeError::Field("n"));
+        }
+        Ok(out)
+    }
+
     /// Reads an envelope back from a delivery's properties and body (version 2, or version 1).
     pub fn from_delivery(props: &BasicProperties, body: &[u8]) -> Result<Envelope, EnvelopeError> {
         let message_id = || {
@@ -142,6 +317,7 @@ impl Envelope {
                     access_key: line.access_key,
                     tonce: line.tonce,
                     moka_id: line.moka_id,
+                    signature: sig_in(line.sig),
                 };
                 Ok(Envelope { meta, payload: text(&body[newline + 1..])? })
             }
@@ -155,6 +331,7 @@ impl Envelope {
                     access_key: headers::text(h, v1::ACCESS_KEY).ok_or(EnvelopeError::Field(v1::ACCESS_KEY))?,
                     tonce: headers::int(h, v1::TONCE).ok_or(EnvelopeError::Field(v1::TONCE))?,
                     moka_id: headers::text(h, v1::MOKA_ID).ok_or(EnvelopeError::Field(v1::MOKA_ID))?,
+                    signature: None,
                 };
                 Ok(Envelope { meta, payload: text(body)? })
             }
@@ -221,6 +398,45 @@ mod tests {
         assert_eq!((env.meta.message_id, env.meta.moka_id.as_str(), env.meta.tonce), (id, "abc", 1764446400));
         assert_eq!(env.meta.received_at.timestamp_subsec_micros(), 1);
         assert_eq!(env.payload, r#"{"id":"abc"}"#);
+    }
+
+    #[test]
+    fn a_group_keeps_each_submissions_metadata_and_exact_bytes() {
+        let a = Meta::new("AK", 1764400000, "a\n", Utc::now()).signed(b"signature-a");
+        let b = Meta::new("AK2", 1764400001, "b", Utc::now());
+        let (pa, pb) = ("{\"id\":\"a\\n\",\n \"x\": 1}\n".as_bytes(), br#"{"id":"b"}"#.as_slice());
+        let body = Group::body([(&a, pa), (&b, pb)], 2);
+        let props = Group::properties();
+        assert_eq!(Group::count(&props, &body), 2);
+        let read = Envelope::read_all(&props, &body).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!((&read[0].meta, read[0].payload.as_bytes()), (&a, pa));
+        assert_eq!((&read[1].meta, read[1].payload.as_bytes()), (&b, pb));
+        assert!(read[0].meta.signature.is_some() && read[1].meta.signature.is_none());
+        // A version 2 message reads as a group of one; its signature digest travels too.
+        let single = Envelope::read_all(&a.properties(), &a.body(pa)).unwrap();
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].meta, a);
+        assert_eq!(Group::count(&a.properties(), &a.body(pa)), 1);
+    }
+
+    #[test]
+    fn a_broken_group_is_refused_not_misread() {
+        let a = Meta::new("AK", 1, "a", Utc::now());
+        let good = Group::body([(&a, b"{}".as_slice())], 1);
+        let props = Group::properties();
+        let text = String::from_utf8(good.clone()).unwrap();
+        for (what, body) in [
+            ("more items announced", text.replacen("\"n\":1", "\"n\":2", 1)),
+            ("fewer items announced", text.replacen("\"n\":1", "\"n\":0", 1)),
+            ("a length past the end", text.replacen("\"len\":2", "\"len\":99", 1)),
+            ("a length that cuts", text.replacen("\"len\":2", "\"len\":1", 1)),
+            ("trailing bytes", format!("{text}junk")),
+            ("a huge n", text.replacen("\"n\":1", "\"n\":99999999", 1)),
+        ] {
+            assert!(Envelope::read_all(&props, body.as_bytes()).is_err(), "{what}");
+        }
+        assert!(Envelope::read_all(&props, &good).is_ok());
     }
 
     #[test]

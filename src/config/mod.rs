@@ -31,6 +31,9 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// The secret of the development key in `config/default.toml`; its use is logged as a warning.
 pub const DEV_SECRET: &str = "moka-dev-secret-do-not-use-in-production";
 
+/// Most submissions one group message may carry (readers refuse more).
+pub const GROUP_MAX_MESSAGES: usize = 10_000;
+
 /// Shortest secret accepted: an HMAC key shorter than this is guessable.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -232,6 +235,12 @@ pub struct IngressSettings {
     pub body_timeout_ms: u64,
     /// A keep-alive connection waiting for its next request.
     pub idle_timeout_ms: u64,
+    /// Most requests published together as one message (a group).
+    pub group_max_messages: usize,
+    /// Most payload bytes in one group.
+    pub group_max_bytes: usize,
+    /// Accepted requests the replay cache remembers at most (the oldest are forgotten first).
+    pub replay_cache_entries: usize,
 }
 
 impl IngressSettings {
@@ -487,6 +496,14 @@ impl Settings {
                 "ingress.max_connections, header_timeout_ms, body_timeout_ms and idle_timeout_ms must be at least 1"
                     .into(),
             );
+        }
+        if i.group_max_messages == 0 || i.group_max_bytes == 0 || i.replay_cache_entries == 0 {
+            return Err(
+                "ingress.group_max_messages, group_max_bytes and replay_cache_entries must be at least 1".into()
+            );
+        }
+        if i.group_max_messages > GROUP_MAX_MESSAGES {
+            return Err(format!("ingress.group_max_messages must be at most {GROUP_MAX_MESSAGES}"));
         }
         if self.broker.delivery_limit == 0 {
             return Err("broker.delivery_limit must be at least 1".into());

@@ -12,6 +12,10 @@ pub struct Meta {
     pub access_key: String,
     pub tonce: i64,
     pub moka_id: String,
+    /// A digest of the request's signature (the first 16 bytes of its SHA-256), which identifies
+    /// the request: a replay of it carries the same one. `None` for messages from before it was
+    /// recorded (envelope version 1, or version 2 written without it).
+    pub signature: Option<[u8; 16]>,
 }
 
 impl Meta {
@@ -24,6 +28,17 @@ impl Meta {
             access_key: access_key.to_owned(),
             tonce,
             moka_id: moka_id.to_owned(),
+            signature: None,
         }
+    }
+
+    /// The same submission, identified by the request's `signature` (its digest is kept).
+    pub fn signed(mut self, signature: &[u8]) -> Meta {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(signature);
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&digest[..16]);
+        self.signature = Some(short);
+        self
     }
 }

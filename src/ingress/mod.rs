@@ -3,13 +3,15 @@
 //!
 //! It stays minimal on purpose: parameters ([`params`]), signature ([`crate::signing`]), tonce
 //! window, replay cache ([`replay`]), a shallow payload check (a JSON object with a string `id`),
-//! publish. Everything deeper is the worker's job. Connections are served by [`serve`], which
+//! publish, grouped with the requests that arrive meanwhile ([`group`]). Everything deeper is the
+//! worker's job. Connections are served by [`serve`], which
 //! bounds how many there are and how long each may wait.
 //!
 //! Nothing costly happens before the signature is verified: parsing the parameters is linear in
 //! the body (and their number capped), the HMAC is linear, and the payload is parsed only after.
 
 pub mod error;
+pub mod group;
 pub mod params;
 pub mod replay;
 pub mod serve;
@@ -38,7 +40,7 @@ use crate::{
     broker::{
         envelope::Meta,
         publisher::{Publisher, PublisherOptions},
-        topology::{Topology, SUBMISSION_KEY},
+        topology::Topology,
     },
     config::{IngressSettings, KeyRing, Settings},
     health,
@@ -62,6 +64,7 @@ pub struct Ingress {
     keys: KeyRing,
     replay: ReplayCache,
     publisher: Arc<Publisher>,
+    grouper: Arc<group::Grouper>,
     window_secs: i64,
     body_limit: usize,
     body_timeout: Duration,
@@ -82,11 +85,17 @@ enum Accepted {
 
 impl Ingress {
     /// The handler's state, from the `ingress.*` section and the key ring.
-    pub fn new(settings: &IngressSettings, keys: KeyRing, publisher: Arc<Publisher>) -> Arc<Ingress> {
+    pub fn new(
+        settings: &IngressSettings,
+        keys: KeyRing,
+        publisher: Arc<Publisher>,
+        grouper: Arc<group::Grouper>,
+    ) -> Arc<Ingress> {
         Arc::new(Ingress {
             keys,
-            replay: ReplayCache::default(),
+            replay: ReplayCache::new(settings.replay_cache_entries),
             publisher,
+            grouper,
             window_secs: i64::try_from(settings.tonce_window_secs).unwrap_or(i64::MAX),
             body_limit: settings.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.body_timeout_ms),
@@ -154,30 +163,29 @@ impl Ingress {
             Claim::Copy(outcome) => return replay::wait(outcome).await.map(|()| Accepted::Replayed),
             Claim::First(flight) => flight,
         };
-        let published = self.publish(access_key, tonce, payload, now).await;
+        let published = self.publish(access_key, tonce, payload, &sig, now).await;
         let outcome = published.as_ref().map(|_| ()).map_err(Clone::clone);
         flight.finish(&outcome, tonce + self.window_secs, now.timestamp());
         published
     }
 
-    /// Checks the payload's id and publishes the submission, confirmed.
+    /// Checks the payload's id and publishes the submission (with those that arrive meanwhile),
+    /// confirmed.
     async fn publish(
         &self,
         access_key: &str,
         tonce: i64,
         payload: &str,
+        signature: &[u8],
         now: chrono::DateTime<Utc>,
     ) -> Result<Accepted, Rejection> {
         let moka_id = payload_id(payload)?;
-        let meta = Meta::new(access_key, tonce, &moka_id, now);
-        let topology: &Topology = self.publisher.topology();
+        let meta = Meta::new(access_key, tonce, &moka_id, now).signed(signature);
+        let message_id = meta.message_id;
         let started = std::time::Instant::now();
-        self.publisher
-            .publish(&topology.exchange, SUBMISSION_KEY, &meta.body(payload.as_bytes()), meta.properties())
-            .await
-            .map_err(|e| Rejection::Unavailable(e.to_string()))?;
+        self.grouper.publish(meta, payload.to_owned()).await.map_err(Rejection::Unavailable)?;
         self.publish_seconds.record(started.elapsed().as_secs_f64());
-        Ok(Accepted::Enqueued { message_id: meta.message_id, moka_id })
+        Ok(Accepted::Enqueued { message_id, moka_id })
     }
 }
 
@@ -323,8 +331,11 @@ pub fn prepare(
     let publisher = Publisher::new(&settings.amqp_url, topology, "moka-ingest ingress", options);
     let broker_stop = CancellationToken::new();
     let supervisor = tokio::spawn(publisher.clone().run(broker_stop.clone()));
-    let router = Ingress::new(&settings.ingress, settings.keys.clone(), publisher.clone()).router();
     let i = &settings.ingress;
+    let limits = group::Limits { max_messages: i.group_max_messages, max_bytes: i.group_max_bytes };
+    // One publishing loop per channel: each has one group in flight, and the next gathers.
+    let grouper = group::Grouper::start(publisher.clone(), limits, i.publish_channels, broker_stop.clone());
+    let router = Ingress::new(&settings.ingress, settings.keys.clone(), publisher.clone(), grouper).router();
     let limits = serve::Limits {
         max_connections: i.max_connections,
         header_timeout: Duration::from_millis(i.header_timeout_ms),

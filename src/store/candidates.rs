@@ -6,6 +6,8 @@
 //!   (a `dead` one is being replayed, and is processed again);
 //! - a candidate row is replaced only by a strictly newer submission, by (tonce, receive time);
 //!   an older one is recorded as `stale`;
+//! - a submission whose request (its signature's digest) was processed before, under another
+//!   message id, is a replay that the ingress's cache forgot: recorded as `duplicate`, nothing else;
 //! - rows are locked in `moka_id` order, so concurrent batches on several workers cannot deadlock.
 
 use std::collections::HashSet;
@@ -44,8 +46,11 @@ pub enum Outcome {
     Applied,
     /// A newer submission of the same candidate was already stored.
     Stale,
-    /// This message was processed before (a redelivery).
+    /// This message was processed before (a redelivery): nothing is written.
     Duplicate,
+    /// The same request was processed before under another message id (a replay that reached
+    /// the worker): recorded as `duplicate` in `submissions`, nothing else written.
+    Replayed,
 }
 
 impl Outcome {
@@ -53,7 +58,7 @@ impl Outcome {
         match self {
             Outcome::Applied => "applied",
             Outcome::Stale => "stale",
-            Outcome::Duplicate => "duplicate",
+            Outcome::Duplicate | Outcome::Replayed => "duplicate",
         }
     }
 }
@@ -105,10 +110,10 @@ INSERT INTO candidate_experiences (moka_id, position, start_date, end_date, is_c
 SELECT * FROM UNNEST($1::text[], $2::int4[], $3::date[], $4::date[], $5::bool[], $6::text[], $7::text[], $8::text[], $9::text[])";
 
 const SUBMISSIONS_SQL: &str = "
-INSERT INTO submissions (message_id, moka_id, access_key, tonce, received_at, processed_at, outcome, attempts, error)
-SELECT u.message_id::uuid, u.moka_id, u.access_key, u.tonce, u.received_at, now(), u.outcome, u.attempts, u.error::jsonb
-FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::timestamptz[], $6::text[], $7::int4[], $8::text[])
-    AS u(message_id, moka_id, access_key, tonce, received_at, outcome, attempts, error)
+INSERT INTO submissions (message_id, moka_id, access_key, tonce, received_at, processed_at, outcome, attempts, error, signature)
+SELECT u.message_id::uuid, u.moka_id, u.access_key, u.tonce, u.received_at, now(), u.outcome, u.attempts, u.error::jsonb, u.signature
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::timestamptz[], $6::text[], $7::int4[], $8::text[], $9::bytea[])
+    AS u(message_id, moka_id, access_key, tonce, received_at, outcome, attempts, error, signature)
 ON CONFLICT (message_id) DO UPDATE SET
     outcome = excluded.outcome, processed_at = excluded.processed_at, attempts = excluded.attempts, error = excluded.error
 WHERE submissions.outcome = 'dead'
@@ -136,10 +141,14 @@ pub async fn write(
     track_links: bool,
     dead: &[DeadRecord<'_>],
 ) -> Result<Written, DbError> {
+    // Replays (a request processed before under another message id) take no further part.
+    let replayed = replays(tx, items).await?;
+    let live: Vec<usize> = (0..items.len()).filter(|i| !replayed[*i]).collect();
     // Keyed by the candidate's normalized id, the one its row is written under: two payloads
     // whose ids differ only in surrounding spaces are the same candidate.
-    let keys: Vec<plan::Key> = items
+    let keys: Vec<plan::Key> = live
         .iter()
+        .map(|i| &items[*i])
         .map(|i| plan::Key {
             message_id: i.meta.message_id,
             moka_id: &i.candidate.moka_id,
@@ -148,8 +157,11 @@ pub async fn write(
         })
         .collect();
     let plan::Plan { repeated, winners } = plan::plan(&keys);
-    let mut outcomes: Vec<Outcome> =
-        repeated.iter().map(|r| if *r { Outcome::Duplicate } else { Outcome::Stale }).collect();
+    let winners: Vec<usize> = winners.into_iter().map(|w| live[w]).collect();
+    let mut outcomes = vec![Outcome::Replayed; items.len()];
+    for (j, i) in live.iter().enumerate() {
+        outcomes[*i] = if repeated[j] { Outcome::Duplicate } else { Outcome::Stale };
+    }
 
     let (applied, updated) =
         if winners.is_empty() { (HashSet::new(), Vec::new()) } else { upsert_candidates(tx, items, &winners).await? };
@@ -210,6 +222,33 @@ pub async fn write(
         }
     };
     Ok(Written { outcomes, pending })
+}
+
+/// Which items repeat a request already processed under another message id (by the digest of
+/// its signature), or repeat an earlier item of this batch. Items without a digest (messages
+/// from before it was recorded) are never replays. One indexed lookup per batch.
+async fn replays(tx: &Transaction<'_>, items: &[Item<'_>]) -> Result<Vec<bool>, DbError> {
+    let signed: Vec<(usize, &[u8; 16])> =
+        items.iter().enumerate().filter_map(|(i, item)| item.meta.signature.as_ref().map(|s| (i, s))).collect();
+    let mut replayed = vec![false; items.len()];
+    if signed.is_empty() {
+        return Ok(replayed);
+    }
+    let sigs: Vec<&[u8]> = signed.iter().map(|(_, s)| s.as_slice()).collect();
+    let ids: Vec<String> = items.iter().map(|i| i.meta.message_id.to_string()).collect();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT DISTINCT signature FROM submissions
+             WHERE signature = ANY($1::bytea[]) AND NOT (message_id = ANY($2::text[]::uuid[]))",
+        )
+        .await?;
+    let seen_before: HashSet<Vec<u8>> = tx.query(&stmt, &[&sigs, &ids]).await?.iter().map(|r| r.get(0)).collect();
+    let mut seen_now: HashSet<&[u8; 16]> = HashSet::new();
+    for (i, sig) in signed {
+        // The first copy in the batch goes on, unless the request was processed before.
+        replayed[i] = seen_before.contains(sig.as_slice()) || !seen_now.insert(sig);
+    }
+    Ok(replayed)
 }
 
 /// Upserts the winners; returns the ids that applied, and those of them that already existed.
@@ -399,7 +438,9 @@ async fn record_submissions(
     let mut outcome = Vec::new();
     let mut attempts = Vec::new();
     let mut error: Vec<Option<String>> = Vec::new();
+    let mut signature: Vec<Option<Vec<u8>>> = Vec::new();
     let mut push = |meta: &Meta, o: &'static str, a: i32, e: Option<String>| {
+        signature.push(meta.signature.map(|s| s.to_vec()));
         message_id.push(meta.message_id.to_string());
         moka_id.push(meta.moka_id.clone());
         access_key.push(meta.access_key.clone());
@@ -426,7 +467,8 @@ async fn record_submissions(
         return Ok(HashSet::new());
     }
     let stmt = tx.prepare_cached(SUBMISSIONS_SQL).await?;
-    let rows =
-        tx.query(&stmt, &[&message_id, &moka_id, &access_key, &tonce, &received, &outcome, &attempts, &error]).await?;
+    let rows = tx
+        .query(&stmt, &[&message_id, &moka_id, &access_key, &tonce, &received, &outcome, &attempts, &error, &signature])
+        .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -23,6 +23,10 @@ use super::{
     write::{Stored, Writer},
 };
 use crate::{
+    broker::{
+        envelope::{Envelope, Group},
+        headers::History,
+    },
     config::LimitSettings,
     domain::{candidate, limits::Limits},
     store::candidates::{Outcome, Written},
@@ -60,9 +64,54 @@ impl Batches {
         finish: &mpsc::Sender<Finish>,
         shutdown: &CancellationToken,
     ) -> Result<(), BatchError> {
+        // A group that comes back may be what crashed or hung a worker: before anything of it is
+        // processed it is split into its submissions, each a message of its own that meets the
+        // delivery limit alone, so one poisonous candidate never takes its neighbours with it.
+        let mut start = 0;
+        for (i, d) in deliveries.iter().enumerate() {
+            if Group::is_group(&d.properties) && History::read(&d.properties).redeliveries > 0 {
+                self.process_run(&deliveries[start..i], finish, shutdown).await?;
+                self.split(d, finish, shutdown).await?;
+                start = i + 1;
+            }
+        }
+        self.process_run(&deliveries[start..], finish, shutdown).await
+    }
+
+    /// Publishes the submissions of the redelivered group `d` as messages of their own (each
+    /// confirmed), then hands the group to the finisher to be acknowledged in its turn. A group
+    /// that cannot be read is processed as it is (and dead-lettered whole, with the reason).
+    async fn split(
+        &self,
+        d: &Delivery,
+        finish: &mpsc::Sender<Finish>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BatchError> {
+        let Ok(items) = Envelope::read_all(&d.properties, &d.data) else {
+            return self.process_run(std::slice::from_ref(d), finish, shutdown).await;
+        };
+        for e in &items {
+            self.settler.resubmit(&e.meta, e.payload.as_bytes()).await?;
+        }
+        warn!(submissions = items.len(), "a redelivered group was split into messages of their own");
+        metrics::counter!("moka_worker_groups_split_total").increment(1);
+        finish
+            .send(Finish { links: Vec::new(), acker: d.acker.clone() })
+            .await
+            .map_err(|e| BatchError::Broker { what: "the lane's finisher stopped", source: e.into() })
+    }
+
+    /// Processes deliveries that need no split: fresh ones together, redelivered ones alone.
+    async fn process_run(
+        &self,
+        deliveries: &[Delivery],
+        finish: &mpsc::Sender<Finish>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BatchError> {
         let timeout = self.timeout;
-        // Each delivery is read once, here; what follows passes the result along.
-        let mut received: Vec<Received> = deliveries.iter().map(Received::read).collect();
+        // Each delivery is read once, here (a group into its submissions); what follows passes
+        // the result along.
+        let mut received: Vec<Received> = deliveries.iter().flat_map(Received::read_all).collect();
         let mut start = 0;
         while start < received.len() {
             let end = if received[start].history.redeliveries > 0 {
@@ -95,7 +144,12 @@ impl Batches {
                 // dead-letters a message that keeps doing this.
                 error!(messages = segment.len(), reason = why, "returning possibly poisonous messages to the queue");
                 metrics::counter!("moka_worker_poison_returns_total").increment(segment.len() as u64);
-                for r in segment.iter() {
+                // Once per delivery: a group's submissions share theirs.
+                let mut returned = None;
+                for r in segment
+                    .iter()
+                    .filter(|r| returned.replace(r.delivery.delivery_tag) != Some(r.delivery.delivery_tag))
+                {
                     r.delivery
                         .acker
                         .nack(BasicNackOptions { multiple: false, requeue: true })
@@ -191,7 +245,7 @@ impl Batches {
             self.settler.retry_later(&received[r.index], &r.failure).await?;
         }
         // One increment per outcome and batch: label lookups per message add up at thousands a second.
-        for outcome in [Outcome::Applied, Outcome::Stale, Outcome::Duplicate] {
+        for outcome in [Outcome::Applied, Outcome::Stale, Outcome::Duplicate, Outcome::Replayed] {
             let n = outcomes.iter().filter(|o| **o == outcome).count() as u64;
             if n > 0 {
                 metrics::counter!("moka_worker_messages_total", "outcome" => outcome.as_str()).increment(n);

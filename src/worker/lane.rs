@@ -22,6 +22,7 @@ use crate::{
     backoff::Backoff,
     broker::{
         consumer::{self, ConsumeError},
+        envelope::Group,
         publisher::Publisher,
         topology::Topology,
     },
@@ -176,21 +177,24 @@ async fn collect(
     wait: Duration,
 ) -> Result<Vec<Delivery>, lapin::Error> {
     let mut batch = Vec::with_capacity(max.min(64));
-    let mut bytes = 0;
+    let (mut bytes, mut submissions) = (0, 0);
     match consumer.next().await {
         None => return Ok(batch),
         Some(d) => {
             let d = d?;
             bytes += d.data.len();
+            submissions += Group::count(&d.properties, &d.data);
             batch.push(d);
         }
     }
     let deadline = tokio::time::Instant::now() + wait;
-    while batch.len() < max && bytes < max_bytes {
+    // Counted in submissions: a group holds many.
+    while submissions < max && bytes < max_bytes {
         match tokio::time::timeout_at(deadline, consumer.next()).await {
             Ok(Some(d)) => {
                 let d = d?;
                 bytes += d.data.len();
+                submissions += Group::count(&d.properties, &d.data);
                 batch.push(d);
             }
             Ok(None) | Err(_) => break,

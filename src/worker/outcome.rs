@@ -2,25 +2,28 @@
 //! decides for each message: stored ([`Ready`]), retried later ([`Retry`]) or dead ([`Dead`]).
 //! [`BatchError`] is why a whole batch is left unacknowledged, to be redelivered.
 
-use lapin::message::Delivery;
+use lapin::{message::Delivery, BasicProperties};
 
 use super::failure::Failure;
 use crate::{
     broker::{
-        envelope::{Envelope, EnvelopeError},
+        envelope::{Envelope, EnvelopeError, Group},
         headers::History,
     },
     domain::{candidate::Candidate, submission::Meta},
 };
 
-/// A delivery, read once when it arrives: its envelope (or why it is not one) and what its
-/// headers say about earlier attempts. The rest of the worker passes this along instead of
-/// reading the delivery again.
+/// A submission as it arrived, read once: its envelope (or why it is not one) and what its
+/// delivery's headers say about earlier attempts. The rest of the worker passes this along
+/// instead of reading the delivery again. A group's delivery holds several.
 pub struct Received<'a> {
     pub delivery: &'a Delivery,
     pub history: History,
     /// The envelope; its payload is taken (left empty) when the message becomes [`Ready`].
     pub envelope: Result<Envelope, EnvelopeError>,
+    /// A submission of a group: itself as a version 2 message (properties and body), what it is
+    /// retried or dead-lettered as, on its own. `None`: the delivery is the message.
+    pub own: Option<(BasicProperties, Vec<u8>)>,
 }
 
 impl<'a> Received<'a> {
@@ -29,7 +32,37 @@ impl<'a> Received<'a> {
             delivery,
             history: History::read(&delivery.properties),
             envelope: Envelope::from_delivery(&delivery.properties, &delivery.data),
+            own: None,
         }
+    }
+
+    /// Every submission of `delivery`: one, or each of a group's (a group that cannot be read is
+    /// one message, dead-lettered whole with the reason).
+    pub fn read_all(delivery: &'a Delivery) -> Vec<Received<'a>> {
+        if !Group::is_group(&delivery.properties) {
+            return vec![Self::read(delivery)];
+        }
+        let history = History::read(&delivery.properties);
+        match Envelope::read_all(&delivery.properties, &delivery.data) {
+            Err(e) => vec![Received { delivery, history, envelope: Err(e), own: None }],
+            Ok(envelopes) => envelopes
+                .into_iter()
+                .map(|e| {
+                    let own = Some((e.meta.properties(), e.meta.body(e.payload.as_bytes())));
+                    Received { delivery, history: history.clone(), envelope: Ok(e), own }
+                })
+                .collect(),
+        }
+    }
+
+    /// The message's properties: its own (a group's submission), else its delivery's.
+    pub fn properties(&self) -> &BasicProperties {
+        self.own.as_ref().map_or(&self.delivery.properties, |(p, _)| p)
+    }
+
+    /// The message's body: its own (a group's submission), else its delivery's.
+    pub fn body(&self) -> &[u8] {
+        self.own.as_ref().map_or(&self.delivery.data, |(_, b)| b)
     }
 
     pub fn meta(&self) -> Option<&Meta> {
@@ -43,7 +76,7 @@ impl<'a> Received<'a> {
 
     /// The message and candidate ids, for logs.
     pub fn ids(&self) -> (String, String) {
-        let message_id = self.delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
+        let message_id = self.properties().message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
         (message_id, self.meta().map(|m| m.moka_id.clone()).unwrap_or_default())
     }
 }

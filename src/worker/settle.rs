@@ -28,9 +28,10 @@ use super::{
 };
 use crate::broker::{
     dead::describe,
+    envelope::Meta,
     headers::{self, DeadLetter},
     publisher::Publisher,
-    topology::{Topology, DEAD_KEY},
+    topology::{Topology, DEAD_KEY, SUBMISSION_KEY},
 };
 use crate::domain::dead_letter::DeadMessage;
 
@@ -75,14 +76,13 @@ impl Settler {
         };
         // ±20% jitter, so that a burst of failures does not come back as a burst.
         let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
-        let delivery = received.delivery;
-        let h =
-            headers::retry_headers(&delivery.properties, &received.history, failure.kind.as_str(), &failure.message);
-        let props =
-            delivery.properties.clone().with_headers(h).with_expiration(jittered.as_millis().to_string().into());
+        // A group's submission is retried on its own, as the version 2 message it is.
+        let original = received.properties();
+        let h = headers::retry_headers(original, &received.history, failure.kind.as_str(), &failure.message);
+        let props = original.clone().with_headers(h).with_expiration(jittered.as_millis().to_string().into());
         let ids = received.ids();
         self.publisher
-            .publish("", &queue, &delivery.data, props)
+            .publish("", &queue, received.body(), props)
             .instrument(tracing::info_span!("retry", message_id = %ids.0, moka_id = %ids.1))
             .await
             .map_err(|e| BatchError::Broker { what: "moving to the delay queue failed", source: e.into() })?;
@@ -92,14 +92,23 @@ impl Settler {
         Ok(())
     }
 
+    /// Publishes one submission of a group as a message of its own (version 2, its own message
+    /// id), confirmed, back to the submission exchange.
+    pub async fn resubmit(&self, meta: &Meta, payload: &[u8]) -> Result<(), BatchError> {
+        self.publisher
+            .publish(&self.topology.exchange, SUBMISSION_KEY, &meta.body(payload), meta.properties())
+            .await
+            .map_err(|e| BatchError::Broker { what: "splitting a group failed", source: e.into() })
+    }
+
     /// Publishes the original message, with the failure headers, to the dead-letter exchange;
     /// returns it as the dead-letter index records it.
     pub async fn dead_letter(&self, received: &Received<'_>, dead: &Dead) -> Result<DeadMessage, BatchError> {
         let ids = received.ids();
         let props = self.dead_letter_properties(received, dead);
-        let described = describe(&props, &received.delivery.data);
+        let described = describe(&props, received.body());
         self.publisher
-            .publish(&self.topology.dead_exchange, DEAD_KEY, &received.delivery.data, props)
+            .publish(&self.topology.dead_exchange, DEAD_KEY, received.body(), props)
             .instrument(tracing::info_span!("dead_letter", message_id = %ids.0, moka_id = %ids.1))
             .await
             .map_err(|e| BatchError::Broker { what: "dead-letter publish failed", source: e.into() })?;
@@ -112,7 +121,7 @@ impl Settler {
     /// `received` as it will read once dead-lettered for `dead`, without publishing it (the
     /// index row written before a possibly poisonous message's last delivery).
     pub fn describe_dead(&self, received: &Received<'_>, dead: &Dead) -> DeadMessage {
-        describe(&self.dead_letter_properties(received, dead), &received.delivery.data)
+        describe(&self.dead_letter_properties(received, dead), received.body())
     }
 
     /// The original properties plus the failure headers.
@@ -127,7 +136,7 @@ impl Settler {
             attempts: dead.attempts.unsigned_abs(),
             failed_by: &self.name,
         };
-        let original = &received.delivery.properties;
+        let original = received.properties();
         original.clone().with_headers(headers::dead_letter_headers(original, &received.history, &letter))
     }
 }

@@ -380,7 +380,10 @@ async fn the_console_refuses_to_start_without_users_and_all_serves_it_once_a_use
         .unwrap();
     assert_eq!(login.status().as_u16(), 303);
     assert!(login.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
-    assert!(wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await, "the ingress runs too");
+    assert!(
+        wait_200(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(15)).await,
+        "the ingress runs too"
+    );
     sigterm_and_wait(all).await;
     let _ = std::fs::remove_file(&users);
 }

@@ -372,30 +372,44 @@ async fn a_confirm_that_does_not_arrive_in_time_is_answered_503() {
 }
 
 #[tokio::test]
-async fn concurrent_requests_are_published_without_waiting_for_each_others_confirms() {
+async fn requests_that_arrive_while_a_publish_awaits_its_confirm_go_together_and_none_is_answered_before_it() {
     let broker = TestBroker::new().await;
     let proxy = Proxy::start("127.0.0.1:5672").await;
     let url = proxy.url();
     let settings = helpers::settings(&broker.prefix, &[("amqp_url", &url), ("ingress.confirm_timeout_ms", "20000")]);
     let ingress = std::sync::Arc::new(TestIngress::spawn(&settings).await);
 
-    // With every confirm held back, all ten messages still reach the queue: none waits for
-    // another's confirm (one publish at a time would leave one in the queue and nine waiting).
+    // With every confirm held back, each publishing loop (one per channel: two) takes one
+    // request and waits for its confirm; the eight that come next gather, unanswered.
     proxy.stall();
-    let requests: Vec<_> = (0..10)
-        .map(|i| {
-            let ingress = ingress.clone();
-            tokio::spawn(async move { ingress.post_form(signed(&format!(r#"{{"id":"p-{i}"}}"#)).form_body()).await })
-        })
-        .collect();
-    assert_eq!(broker.wait_depth(&broker.topology.queue, 10).await, 10, "all published before any confirm");
+    let send = |i: usize| {
+        let ingress = ingress.clone();
+        tokio::spawn(async move { ingress.post_form(signed(&format!(r#"{{"id":"p-{i}"}}"#)).form_body()).await })
+    };
+    let mut requests = vec![send(0)];
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 1).await, 1, "the first is published at once, alone");
+    requests.push(send(1));
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 2).await, 2, "the second too, by the other loop");
+    requests.extend((2..10).map(send));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(broker.depth(&broker.topology.queue).await, 2, "the rest wait for a confirm");
     assert!(requests.iter().all(|r| !r.is_finished()), "no answer before the broker's confirm");
 
+    // Once the confirms come, the eight that gathered go as one group (or two), and all ten are
+    // answered ok: ten submissions in fewer than ten messages.
     proxy.unstall();
     for r in requests {
         let answer = r.await.unwrap();
         assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
     }
+    let messages = broker.depth(&broker.topology.queue).await;
+    assert_eq!(messages, 3, "ten requests as three messages: two alone, then one group of eight");
+    let mut ids: Vec<String> =
+        broker.envelopes(&broker.topology.queue).await.into_iter().map(|e| e.meta.moka_id).collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("p-{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want, "each once");
     std::sync::Arc::into_inner(ingress).expect("requests are done").stop().await;
 }
 
@@ -492,5 +506,7 @@ async fn shutdown_lets_requests_in_flight_finish_and_every_ok_is_in_the_queue() 
     }
     ingress.handle.task.await.unwrap().unwrap();
     assert!(ok > 0);
-    assert_eq!(broker.wait_depth(&broker.topology.queue, ok).await, ok, "every ok is in the queue");
+    // Counted in submissions: requests that gathered went as one group message.
+    let queued = broker.envelopes(&broker.topology.queue).await.len() as u32;
+    assert_eq!(queued, ok, "every ok is in the queue, once");
 }

@@ -6,6 +6,7 @@ mod attachments;
 mod cli;
 mod console;
 mod failures;
+mod groups;
 mod helpers;
 mod hostile_ingress;
 mod hostile_worker;

@@ -234,10 +234,10 @@ async fn migrations_are_safe_when_several_workers_start_at_once() {
     applied.sort();
     assert_eq!(
         applied,
-        ["V1__candidates", "V2__attachments", "V3__pending_attachments", "V4__console"],
+        ["V1__candidates", "V2__attachments", "V3__pending_attachments", "V4__console", "V5__duplicates"],
         "each migration applied exactly once"
     );
-    assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 4);
+    assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 5);
 }
 
 #[tokio::test]

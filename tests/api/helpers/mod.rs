@@ -87,11 +87,12 @@ impl TestBroker {
         out
     }
 
+    /// Every submission in `queue` (a group's each), taken from it.
     pub async fn envelopes(&self, queue: &str) -> Vec<Envelope> {
         self.drain(queue)
             .await
             .iter()
-            .map(|m| Envelope::from_delivery(&m.delivery.properties, &m.delivery.data).expect("an envelope"))
+            .flat_map(|m| Envelope::read_all(&m.delivery.properties, &m.delivery.data).expect("an envelope"))
             .collect()
     }
 }
@@ -397,15 +398,16 @@ impl TestBroker {
         n
     }
 
-    /// Every message sent is either stored (applied or stale) or dead, and nothing is left in
-    /// flight: sent = stored + dead letters.
+    /// Every message sent is either stored (applied or stale, or recorded as a duplicate request)
+    /// or dead, and nothing is left in flight: sent = stored + dead letters.
     pub async fn assert_accounted(&self, db: &TestDb, sent: u32) {
         assert_eq!(self.wait_depth(&self.topology.queue, 0).await, 0, "submission queue drained");
         assert_eq!(self.retry_depth().await, 0, "nothing waiting to be retried");
         assert_eq!(self.wait_depth(&self.topology.downloads, 0).await, 0, "downloads queue drained");
         // Queue counts trail the broker's confirms a little: poll until they settle.
         let counts = || async {
-            let stored = db.count("SELECT 1 FROM submissions WHERE outcome IN ('applied', 'stale')").await as u32;
+            let stored =
+                db.count("SELECT 1 FROM submissions WHERE outcome IN ('applied', 'stale', 'duplicate')").await as u32;
             (stored, self.depth(&self.topology.dead_queue).await)
         };
         let (stored, dead) = poll::poll(Duration::from_secs(10), counts, |(s, d)| s + d == sent).await;
