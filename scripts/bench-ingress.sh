@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Ingress benchmark: the yardstick's `ref-ingress` and `moka-ingest ingress`, side by side in one
 # run, under the same `limits load` generator (n=20000, c=64), rounds interleaved, the order
-# alternating from round to round.
+# alternating from round to round. Prints each run's line (requests/s, latency, and the cores used
+# by the generator, RabbitMQ and the machine: the ingress is the machine's rest), the medians, and
+# the group sizes moka-ingest published.
 # Needs RabbitMQ on 127.0.0.1:5672. Prints one line per run and the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,3 +63,10 @@ per_round = [float(m["req_per_s"]) / float(r["req_per_s"]) for r, m in zip(rows[
 print("throughput ratio per round:", " ".join(f"{x:.2f}" for x in per_round))
 PY
 rm -f "$OUT"
+# Group publishing: how many requests went per broker message (the ingress's histogram, over
+# every round; quantiles per process, as exported).
+curl -s http://127.0.0.1:18090/metrics | awk '/^moka_ingress_group_size/ {
+    if ($1 ~ /quantile="0.5"/) p50 = $2; if ($1 ~ /quantile="0.99"/) p99 = $2;
+    if ($1 ~ /_sum/) sum = $2; if ($1 ~ /_count/) n = $2 }
+    END { if (n > 0) printf "group size: median %s, p99 %s, mean %.1f over %d messages\n", p50, p99, sum / n, n }'
+
