@@ -12,7 +12,8 @@
 //! - [`domain`]: pure rules: the payload reader, limits, candidate, dates, degrees, fields.
 //! - [`store`]: PostgreSQL (pool, migrations, the batch writer, attachment rows) and blob storage.
 //! - [`dlq`]: the dead-letter queue as operators see it, and the `dlq` commands.
-//! - [`console`]: the operator console, in progress: its users and their password hashes.
+//! - [`console`]: the operator console in the browser: the pipeline, dead letters (replay, purge,
+//!   park, through [`dlq`]), a candidate's whole story, the audit of operator actions.
 //! - [`backoff`]: the one exponential backoff with jitter of every reconnect and retry loop.
 //! - [`config`]: `config/default.toml`, then a file, then environment variables; parsed once
 //!   into types. Layers: imports point down only (`tests/layers.rs`).

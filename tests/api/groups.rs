@@ -158,24 +158,25 @@ async fn a_worker_killed_in_the_middle_of_a_group_stores_everything_exactly_once
 #[tokio::test]
 async fn a_replay_the_cache_forgot_or_another_ingress_never_saw_is_recorded_as_duplicate() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
-    // A cache of one entry: the second request pushes the first out.
-    let small = settings(&broker.prefix, &[("ingress.replay_cache_entries", "1")]);
+    // A cache of two entries (two generations of one): the third request pushes the first out.
+    let small = settings(&broker.prefix, &[("ingress.replay_cache_entries", "2")]);
     let (one, two) = (TestIngress::spawn(&small).await, TestIngress::spawn(&small).await);
     let worker = TestWorker::spawn(&worker_settings(&broker.prefix, &db, &[])).await;
     let a = signed(&candidate_payload("dup-a", "甲")).form_body();
     let b = signed(&candidate_payload("dup-b", "乙")).form_body();
-    for (ingress, body) in [(&one, &a), (&one, &b), (&one, &a), (&two, &b)] {
+    let c = signed(&candidate_payload("dup-c", "丙")).form_body();
+    for (ingress, body) in [(&one, &a), (&one, &b), (&one, &c), (&one, &a), (&two, &b)] {
         let answer = ingress.post_form(body.clone()).await;
         assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
         assert!(answer.headers.get("x-moka-replay").is_none(), "neither cache remembers it");
     }
     let count = |outcome: &str| format!("SELECT 1 FROM submissions WHERE outcome = '{outcome}'");
     assert_eq!(db.wait_count(&count("duplicate"), 2, WAIT).await, 2, "both repeats recorded as duplicate");
-    assert_eq!(db.count(&count("applied")).await, 2, "each request applied once");
+    assert_eq!(db.count(&count("applied")).await, 3, "each request applied once");
     let unchanged =
         "SELECT 1 FROM candidates c JOIN submissions s ON s.message_id = c.last_message_id AND s.outcome = 'applied'";
-    assert_eq!(db.count(unchanged).await, 2, "the candidates still point at the first copies");
-    broker.assert_accounted(&db, 4).await;
+    assert_eq!(db.count(unchanged).await, 3, "the candidates still point at the first copies");
+    broker.assert_accounted(&db, 5).await;
     worker.stop().await;
     one.stop().await;
     two.stop().await;
