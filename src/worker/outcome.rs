@@ -2,6 +2,8 @@
 //! decides for each message: stored ([`Ready`]), retried later ([`Retry`]) or dead ([`Dead`]).
 //! [`BatchError`] is why a whole batch is left unacknowledged, to be redelivered.
 
+use std::borrow::Cow;
+
 use lapin::{message::Delivery, BasicProperties};
 
 use super::failure::Failure;
@@ -21,9 +23,11 @@ pub struct Received<'a> {
     pub history: History,
     /// The envelope; its payload is taken (left empty) when the message becomes [`Ready`].
     pub envelope: Result<Envelope, EnvelopeError>,
-    /// A submission of a group: itself as a version 2 message (properties and body), what it is
-    /// retried or dead-lettered as, on its own. `None`: the delivery is the message.
-    pub own: Option<(BasicProperties, Vec<u8>)>,
+    /// A submission of a group: its place in the group. It is retried or dead-lettered on its
+    /// own, as a version 2 message, which is built only then (failures are rare; copying every
+    /// submission of every group ahead of time was work on the path of each message).
+    /// `None`: the delivery is the message.
+    pub own: Option<usize>,
 }
 
 impl<'a> Received<'a> {
@@ -47,22 +51,31 @@ impl<'a> Received<'a> {
             Err(e) => vec![Received { delivery, history, envelope: Err(e), own: None }],
             Ok(envelopes) => envelopes
                 .into_iter()
-                .map(|e| {
-                    let own = Some((e.meta.properties(), e.meta.body(e.payload.as_bytes())));
-                    Received { delivery, history: history.clone(), envelope: Ok(e), own }
-                })
+                .enumerate()
+                .map(|(i, e)| Received { delivery, history: history.clone(), envelope: Ok(e), own: Some(i) })
                 .collect(),
         }
     }
 
-    /// The message's properties: its own (a group's submission), else its delivery's.
-    pub fn properties(&self) -> &BasicProperties {
-        self.own.as_ref().map_or(&self.delivery.properties, |(p, _)| p)
+    /// The message's properties: its own, version 2 (a group's submission), else its delivery's.
+    pub fn properties(&self) -> Cow<'_, BasicProperties> {
+        match (self.own, &self.envelope) {
+            (Some(_), Ok(e)) => Cow::Owned(e.meta.properties()),
+            _ => Cow::Borrowed(&self.delivery.properties),
+        }
     }
 
-    /// The message's body: its own (a group's submission), else its delivery's.
-    pub fn body(&self) -> &[u8] {
-        self.own.as_ref().map_or(&self.delivery.data, |(_, b)| b)
+    /// The message's body: its own, version 2 (a group's submission, read again from the group:
+    /// its payload may have moved on), else its delivery's.
+    pub fn body(&self) -> Cow<'_, [u8]> {
+        let own = self.own.and_then(|i| {
+            let mut all = Envelope::read_all(&self.delivery.properties, &self.delivery.data).ok()?;
+            (i < all.len()).then(|| all.swap_remove(i))
+        });
+        match own {
+            Some(e) => Cow::Owned(e.meta.body(e.payload.as_bytes())),
+            None => Cow::Borrowed(&self.delivery.data),
+        }
     }
 
     pub fn meta(&self) -> Option<&Meta> {

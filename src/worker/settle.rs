@@ -77,12 +77,12 @@ impl Settler {
         // ±20% jitter, so that a burst of failures does not come back as a burst.
         let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
         // A group's submission is retried on its own, as the version 2 message it is.
-        let original = received.properties();
+        let original = &*received.properties();
         let h = headers::retry_headers(original, &received.history, failure.kind.as_str(), &failure.message);
         let props = original.clone().with_headers(h).with_expiration(jittered.as_millis().to_string().into());
         let ids = received.ids();
         self.publisher
-            .publish("", &queue, received.body(), props)
+            .publish("", &queue, &received.body(), props)
             .instrument(tracing::info_span!("retry", message_id = %ids.0, moka_id = %ids.1))
             .await
             .map_err(|e| BatchError::Broker { what: "moving to the delay queue failed", source: e.into() })?;
@@ -106,9 +106,10 @@ impl Settler {
     pub async fn dead_letter(&self, received: &Received<'_>, dead: &Dead) -> Result<DeadMessage, BatchError> {
         let ids = received.ids();
         let props = self.dead_letter_properties(received, dead);
-        let described = describe(&props, received.body());
+        let body = received.body();
+        let described = describe(&props, &body);
         self.publisher
-            .publish(&self.topology.dead_exchange, DEAD_KEY, received.body(), props)
+            .publish(&self.topology.dead_exchange, DEAD_KEY, &body, props)
             .instrument(tracing::info_span!("dead_letter", message_id = %ids.0, moka_id = %ids.1))
             .await
             .map_err(|e| BatchError::Broker { what: "dead-letter publish failed", source: e.into() })?;
@@ -121,7 +122,7 @@ impl Settler {
     /// `received` as it will read once dead-lettered for `dead`, without publishing it (the
     /// index row written before a possibly poisonous message's last delivery).
     pub fn describe_dead(&self, received: &Received<'_>, dead: &Dead) -> DeadMessage {
-        describe(&self.dead_letter_properties(received, dead), received.body())
+        describe(&self.dead_letter_properties(received, dead), &received.body())
     }
 
     /// The original properties plus the failure headers.
@@ -136,7 +137,7 @@ impl Settler {
             attempts: dead.attempts.unsigned_abs(),
             failed_by: &self.name,
         };
-        let original = received.properties();
+        let original = &*received.properties();
         original.clone().with_headers(headers::dead_letter_headers(original, &received.history, &letter))
     }
 }

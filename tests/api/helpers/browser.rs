@@ -60,7 +60,8 @@ impl TestConsole {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        // The console listens on 127.0.0.1 (bound above); only its port varies.
+        format!("http://127.0.0.1:{}{path}", self.addr.port())
     }
 
     pub async fn stop(self) {
