@@ -20,7 +20,6 @@ use moka_ingest::{
     },
     config::Settings,
 };
-use secrecy::ExposeSecret;
 use serde_json::json;
 
 /// The yardstick's realistic candidate (see `../shared/tools/limits/src/main.rs`), without links.
@@ -74,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = Settings::load(None)?;
     let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
-    let conn = broker::connect(settings.amqp_url.expose_secret(), "moka-ingest bench publisher").await?;
+    let conn = broker::Dialer::new(&settings.amqp_url).connect("moka-ingest bench publisher").await?;
     let ch = conn.create_channel().await?;
     topology.declare(&ch).await?;
     ch.confirm_select(Default::default()).await?;

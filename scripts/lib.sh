@@ -33,3 +33,15 @@ stop_started() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
+
+# CPU time (clock ticks) used so far by the processes whose command name is exactly one of "$@"
+# (their threads included): cores = ticks difference / CLK_TCK / seconds.
+cpu_ticks() {
+    local name pid total=0
+    for name in "$@"; do
+        for pid in $(pgrep -x "$name"); do
+            total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+        done
+    done
+    echo "$total"
+}

@@ -11,7 +11,7 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{publisher::Publisher, topology::Topology};
+use super::{publisher::Publisher, topology::Topology, Dialer};
 
 /// Why a consumer could not be opened, or was lost.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,8 @@ pub struct Consuming {
 
 /// What to consume.
 pub struct Spec<'a> {
-    pub url: &'a str,
+    /// The owner's dialer: it moves on to the next broker node after losing one.
+    pub dialer: &'a Dialer,
     /// The connection's name, as the broker's management shows it.
     pub name: &'a str,
     pub queue: &'a str,
@@ -57,7 +58,7 @@ pub async fn wait_for(publisher: &Publisher, shutdown: &CancellationToken) -> bo
 /// Connects, declares `topology`, sets the prefetch and starts consuming (manual acks).
 pub async fn open(spec: Spec<'_>, topology: &Topology) -> Result<Consuming, ConsumeError> {
     let err = |what| move |source| ConsumeError { what, source };
-    let conn = super::connect(spec.url, spec.name).await.map_err(err("connect"))?;
+    let conn = spec.dialer.connect(spec.name).await.map_err(err("connect"))?;
     let ch = conn.create_channel().await.map_err(err("open a channel"))?;
     topology.declare(&ch).await.map_err(err("declare the topology"))?;
     ch.basic_qos(spec.prefetch, BasicQosOptions::default()).await.map_err(err("set the prefetch"))?;

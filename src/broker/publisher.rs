@@ -18,13 +18,12 @@ use lapin::{
     publisher_confirm::Confirmation,
     BasicProperties, Channel, Connection,
 };
-use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::topology::Topology;
-use crate::backoff::Backoff;
+use super::{topology::Topology, Dialer};
+use crate::{backoff::Backoff, config::BrokerUrls};
 
 /// Why a publish was not confirmed. Every variant means "not in the queue": the caller must not
 /// report success.
@@ -72,7 +71,7 @@ pub struct PublisherOptions {
 /// Shared by every request handler; cheap to call from many tasks.
 pub struct Publisher {
     name: String,
-    url: SecretString,
+    dialer: Dialer,
     topology: Topology,
     channels: usize,
     confirm_timeout: Duration,
@@ -83,10 +82,10 @@ pub struct Publisher {
 impl Publisher {
     /// `name` shows in the broker's connection list (e.g. `moka-ingest ingress`); `options` come
     /// from the section of the role that publishes (`ingress.*` or `worker.*`).
-    pub fn new(url: &SecretString, topology: Topology, name: &str, options: PublisherOptions) -> Arc<Publisher> {
+    pub fn new(urls: &BrokerUrls, topology: Topology, name: &str, options: PublisherOptions) -> Arc<Publisher> {
         Arc::new(Publisher {
             name: name.to_owned(),
-            url: url.clone(),
+            dialer: Dialer::new(urls),
             topology,
             channels: options.channels,
             confirm_timeout: options.confirm_timeout,
@@ -113,7 +112,9 @@ impl Publisher {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = self.backoff.clone();
         while !shutdown.is_cancelled() {
-            match tokio::time::timeout(Duration::from_secs(15), self.connect()).await {
+            // Room for the dialer to try every node, then to declare the topology.
+            let limit = self.dialer.worst_case().max(Duration::from_secs(5)) + Duration::from_secs(10);
+            match tokio::time::timeout(limit, self.connect()).await {
                 Ok(Ok(live)) => {
                     backoff.reset();
                     let broken = live.broken.clone();
@@ -146,7 +147,7 @@ impl Publisher {
     }
 
     async fn connect(&self) -> Result<Live, lapin::Error> {
-        let conn = super::connect(self.url.expose_secret(), &self.name).await?;
+        let conn = self.dialer.connect(&self.name).await?;
         let broken = Arc::new(Notify::new());
         let on_error = broken.clone();
         conn.on_error(move |e| {

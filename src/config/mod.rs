@@ -10,6 +10,7 @@
 //! Each module gets its own section ([`IngressSettings`], [`WorkerSettings`], …), not the whole.
 
 mod allow;
+mod brokers;
 pub mod env;
 mod keys;
 
@@ -23,6 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
 pub use allow::AllowList;
+pub use brokers::BrokerUrls;
 pub use keys::{Key, KeyRing};
 
 /// The checked-in defaults, embedded so the binary runs without its source tree.
@@ -64,8 +66,9 @@ const DEPRECATED_FALLBACKS: &[(&str, &str)] = &[
 /// Everything the service can be told. Each field is documented in `config/default.toml`.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// RabbitMQ URL; holds a password, so it is never logged.
-    pub amqp_url: SecretString,
+    /// RabbitMQ node URLs (one, or the nodes of a cluster); they hold a password, so only their
+    /// host and port are ever logged.
+    pub amqp_url: BrokerUrls,
     /// PostgreSQL URL; may hold a password, so it is never logged.
     pub database_url: SecretString,
     /// Prefix of every exchange and queue name.
@@ -87,7 +90,7 @@ pub struct Settings {
 /// The settings as written, before the key ring is built from `keys` and `key_encodings`.
 #[derive(Deserialize)]
 struct Written {
-    amqp_url: SecretString,
+    amqp_url: BrokerUrls,
     database_url: SecretString,
     queue_prefix: String,
     keys: SecretString,

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     broker::topology::Topology,
-    config::{BlobBackend, ConsoleSettings, Settings},
+    config::{BlobBackend, BrokerUrls, ConsoleSettings, Settings},
     store::{self, blobs::Blobs, DbError},
 };
 
@@ -60,7 +60,7 @@ pub struct Console {
     /// For the walk lock's own connection (see [`crate::dlq::WalkLock`]).
     pub database_url: SecretString,
     pub queue_prefix: String,
-    pub amqp_url: SecretString,
+    pub amqp_url: BrokerUrls,
     pub queues: queues::Queues,
     pub users: users::UsersFile,
     pub throttle: session::Throttle,
@@ -101,7 +101,7 @@ impl Console {
             database_url: settings.database_url.clone(),
             queue_prefix: settings.queue_prefix.clone(),
             amqp_url: settings.amqp_url.clone(),
-            queues: queues::Queues::new(settings.amqp_url.clone(), topology),
+            queues: queues::Queues::new(&settings.amqp_url, topology),
             users,
             throttle: session::Throttle::default(),
             settings: settings.console.clone(),

@@ -3,10 +3,12 @@
 //! a `dlq` session of its own instead.
 
 use lapin::{options::QueueDeclareOptions, types::FieldTable, Channel, Connection};
-use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
-use crate::broker::{self, topology::Topology};
+use crate::{
+    broker::{self, topology::Topology},
+    config::BrokerUrls,
+};
 
 /// What a queue is for, as the overview groups them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,14 +44,14 @@ pub struct QueueCount {
 }
 
 pub struct Queues {
-    url: SecretString,
+    dialer: broker::Dialer,
     pub topology: Topology,
     conn: Mutex<Option<(Connection, Channel)>>,
 }
 
 impl Queues {
-    pub fn new(url: SecretString, topology: Topology) -> Queues {
-        Queues { url, topology, conn: Mutex::new(None) }
+    pub fn new(urls: &BrokerUrls, topology: Topology) -> Queues {
+        Queues { dialer: broker::Dialer::new(urls), topology, conn: Mutex::new(None) }
     }
 
     /// Every queue of the topology with its delay, in the overview's order.
@@ -71,7 +73,7 @@ impl Queues {
     pub async fn counts(&self) -> Result<Vec<QueueCount>, lapin::Error> {
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected()) {
-            let conn = broker::connect(self.url.expose_secret(), "moka-ingest console").await?;
+            let conn = self.dialer.connect("moka-ingest console").await?;
             let ch = conn.create_channel().await?;
             // The same idempotent declaration as every role: counts never fail for a missing queue.
             self.topology.declare(&ch).await?;

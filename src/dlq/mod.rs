@@ -22,6 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing::warn;
 
 pub use crate::broker::dead::describe;
+use crate::config::BrokerUrls;
 use crate::broker::{
     self,
     download::Job,
@@ -142,8 +143,8 @@ impl std::fmt::Display for Summary {
 impl Dlq {
     /// Connects to the broker at `amqp_url` and declares `topology` (so that an empty queue
     /// reads as empty, not as an error).
-    pub async fn open(amqp_url: &SecretString, topology: Topology) -> Result<Dlq, DlqError> {
-        let conn = broker::connect(amqp_url.expose_secret(), "moka-ingest dlq").await?;
+    pub async fn open(amqp_url: &BrokerUrls, topology: Topology) -> Result<Dlq, DlqError> {
+        let conn = broker::Dialer::new(amqp_url).connect("moka-ingest dlq").await?;
         let ch = conn.create_channel().await?;
         topology.declare(&ch).await?;
         // Replays are confirmed before the dead copy is removed.

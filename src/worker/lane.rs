@@ -12,7 +12,6 @@ use std::{
 
 use futures_util::StreamExt;
 use lapin::{message::Delivery, Consumer};
-use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -25,7 +24,9 @@ use crate::{
         envelope::Group,
         publisher::Publisher,
         topology::Topology,
+        Dialer,
     },
+    config::BrokerUrls,
     telemetry,
 };
 
@@ -49,7 +50,7 @@ pub struct Lanes {
 
 /// How every lane consumes (`worker.*`, `limits.batch_max_bytes`, `broker.reconnect_*`).
 pub struct LaneOptions {
-    pub amqp_url: SecretString,
+    pub amqp_url: BrokerUrls,
     pub prefetch: u16,
     pub batch_size: usize,
     pub batch_max_bytes: usize,
@@ -74,8 +75,10 @@ enum LaneError {
 /// Runs lane `id` until `shutdown`.
 pub async fn run(worker: Arc<Lanes>, id: usize, shutdown: CancellationToken) {
     let mut backoff = worker.options.reconnect.clone();
+    // Kept across reconnects: after losing a node, the lane moves on to the next one.
+    let dialer = Dialer::new(&worker.options.amqp_url);
     while !shutdown.is_cancelled() {
-        match consume(&worker, id, &shutdown, &mut backoff).await {
+        match consume(&worker, &dialer, id, &shutdown, &mut backoff).await {
             Ok(()) => break,
             Err(e) => warn!(lane = id, error = %telemetry::chain(&e), "consumer lost; reconnecting"),
         }
@@ -88,6 +91,7 @@ pub async fn run(worker: Arc<Lanes>, id: usize, shutdown: CancellationToken) {
 /// One connection's life. Returns `Ok` on shutdown, `Err` when the connection must be replaced.
 async fn consume(
     worker: &Lanes,
+    dialer: &Dialer,
     id: usize,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
@@ -98,7 +102,7 @@ async fn consume(
         return Ok(());
     }
     let spec = consumer::Spec {
-        url: s.amqp_url.expose_secret(),
+        dialer,
         name: &format!("moka-ingest worker lane {id}"),
         queue: &worker.topology.queue,
         tag: format!("{}-lane{id}", worker.name),

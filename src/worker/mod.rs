@@ -47,6 +47,7 @@ use crate::{
     broker::{
         publisher::{Publisher, PublisherOptions},
         topology::Topology,
+        Dialer,
     },
     config::{RetrySettings, Settings},
     health,
@@ -144,7 +145,7 @@ pub async fn spawn_with_lookup(
             publisher: publisher.clone(),
             topology: topology.clone(),
             pool: pool.clone(),
-            amqp_url: settings.amqp_url.clone(),
+            dialer: Dialer::new(&settings.amqp_url),
             // Jobs hold up to 256 links: this many jobs keep every download slot busy.
             prefetch: u16::try_from(a.concurrency.div_ceil(2).clamp(8, 1024)).unwrap_or(1024),
             reconnect: Backoff::new(min, max),

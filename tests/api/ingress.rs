@@ -345,6 +345,35 @@ async fn broker_loss_answers_503_at_once_and_the_ingress_recovers_without_restar
 }
 
 #[tokio::test]
+async fn with_several_broker_addresses_the_ingress_moves_on_to_the_next_when_its_node_goes_away() {
+    let broker = TestBroker::new().await;
+    // Two "nodes" (proxies to the one real broker); the first is down at start.
+    let (a, b) = (Proxy::start("127.0.0.1:5672").await, Proxy::start("127.0.0.1:5672").await);
+    a.cut();
+    let urls = format!("{}, {}", a.url(), b.url());
+    let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[("amqp_url", &urls)])).await;
+    let ready = format!("http://{}/readyz", ingress.addr);
+    // A new candidate each time: a repeat would be answered from the replay cache, not the broker.
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    let accepted = || async {
+        if ingress.client.get(&ready).send().await.unwrap().status() != 200 {
+            return false;
+        }
+        let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answer = ingress.post_form(signed(&helpers::candidate_payload(&format!("node-{n}"), "x")).form_body()).await;
+        answer.status == 200 && answer.headers.get(REPLAY_HEADER).is_none()
+    };
+    eventually(Duration::from_secs(10), "ready through the address that answers", accepted).await;
+
+    // Its node goes away and stays away: it moves on to the other one, which is back.
+    a.restore();
+    b.cut();
+    eventually(Duration::from_secs(15), "accepting again through the other address", accepted).await;
+    assert_eq!(broker.envelopes(&broker.topology.queue).await.len(), 2, "one message per request answered 200");
+    ingress.stop().await;
+}
+
+#[tokio::test]
 async fn a_confirm_that_does_not_arrive_in_time_is_answered_503() {
     let broker = TestBroker::new().await;
     let proxy = Proxy::start("127.0.0.1:5672").await;

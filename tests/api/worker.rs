@@ -277,6 +277,43 @@ async fn a_worker_that_loses_the_broker_reconnects_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn with_several_broker_addresses_a_worker_moves_on_to_the_next_node_and_loses_nothing() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    // Two "nodes" (proxies to the one real broker); the worker's lanes and publisher pick one.
+    let (a, b) = (
+        crate::helpers::proxy::Proxy::start("127.0.0.1:5672").await,
+        crate::helpers::proxy::Proxy::start("127.0.0.1:5672").await,
+    );
+    let urls = format!("{},{}", a.url(), b.url());
+    let settings = worker_settings(&broker.prefix, &db, &[("amqp_url", &urls)]);
+    broker.declare().await;
+    let worker = TestWorker::spawn(&settings).await;
+    let publish = |range: std::ops::Range<i32>| {
+        let broker = &broker;
+        async move {
+            for i in range {
+                let id = format!("n-{i}");
+                broker.publish(&Meta::new("ak", helpers::now(), &id, Utc::now()), &candidate_payload(&id, "x")).await;
+            }
+        }
+    };
+    publish(0..5).await;
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions", 5, WAIT).await, 5);
+
+    // Each node goes away in turn and stays away; every connection moves on to the other.
+    for (down, back) in [(&a, &b), (&b, &a)] {
+        back.restore();
+        down.cut();
+        let before = db.count("SELECT 1 FROM submissions").await;
+        publish(before as i32..before as i32 + 5).await;
+        assert_eq!(db.wait_count("SELECT 1 FROM submissions", before + 5, WAIT).await, before + 5);
+    }
+    assert_eq!(db.count("SELECT 1 FROM candidates").await, 15);
+    broker.assert_accounted(&db, 15).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn a_migration_history_that_disagrees_with_the_binary_stops_the_worker_with_a_clear_error() {
     let (broker, db) = (TestBroker::new().await, TestDb::new().await);
     let settings = worker_settings(&broker.prefix, &db, &[]);

@@ -21,7 +21,6 @@ use lapin::{
     BasicProperties,
 };
 use rand::Rng;
-use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
@@ -40,6 +39,7 @@ use crate::{
         headers::{self, DeadLetter, History},
         publisher::Publisher,
         topology::{Topology, DEAD_KEY},
+        Dialer,
     },
     store::{
         attachments,
@@ -66,7 +66,7 @@ pub struct Downloads {
     pub publisher: Arc<Publisher>,
     pub topology: Topology,
     pub pool: Pool,
-    pub amqp_url: SecretString,
+    pub dialer: Dialer,
     /// Jobs held unacknowledged at once.
     pub prefetch: u16,
     pub reconnect: Backoff,
@@ -129,7 +129,7 @@ impl Downloads {
             return Ok(());
         }
         let spec = consumer::Spec {
-            url: self.amqp_url.expose_secret(),
+            dialer: &self.dialer,
             name: "moka-ingest worker downloads",
             queue: &self.topology.downloads,
             tag: format!("{}-downloads", self.name),
