@@ -186,8 +186,10 @@ print(f"answered 200 {len(ok)}, stored {len(stored)}, lost {len(lost)}, recovere
       f"unexpected {len(unexpected)}, applied twice {len(twice)}")
 print("ledger outcomes: " + ", ".join(l.strip().replace("|", " ") for l in open(f"{run}/outcomes")))
 print(f"dead-lettered: {open(f'{run}/dead').read().strip()}")
+stream_end = max(t for t, e in events if e == "stream stopped")
 for t, e in fails:
-    window = (t - 2, t + 60)
+    # Up to a minute after the failure, and not past the end of the stream.
+    window = (t - 2, min(t + 60, stream_end))
     no_ok = longest_gap([a for a, s in answers if s == "200"], *window)
     pause = longest_gap(written, *window)
     not_ok = sum(1 for a, s in answers if s != "200" and window[0] <= a <= window[1])

@@ -40,7 +40,7 @@ node_env() {
         RABBITMQ_DIST_PORT=$((BASE + 20000 + $1))
 }
 
-ctl() { local n=$1; shift; "$BIN/rabbitmqctl" -q -n "$(node "$n")" "$@" </dev/null; }
+ctl() { local n=$1; shift; (cd /tmp && ERL_CRASH_DUMP=/dev/null "$BIN/rabbitmqctl" -q -n "$(node "$n")" "$@" </dev/null); }
 
 write_config() {
     local d=$DIR/node$1
@@ -61,15 +61,25 @@ EOF
 
 start_node() {
     [ -d "$DIR/node$1" ] || { echo "node $1 was never set up: run '$0 up'" >&2; exit 1; }
-    env $(node_env "$1") "$BIN/rabbitmq-server" -detached >>"$DIR/node$1/log/startup.log" 2>&1
+    # setsid: the node outlives the shell (and the process group) that started it.
+    # Started from its own directory: a crash or Mnesia core dump lands there, not in the caller's.
+    (cd "$DIR/node$1" && ERL_CRASH_DUMP="$DIR/node$1/erl_crash.dump" \
+        setsid env $(node_env "$1") "$BIN/rabbitmq-server" -detached >>"$DIR/node$1/log/startup.log" 2>&1)
+    # await_startup needs the node's runtime up first.
+    for _ in $(seq 120); do ctl "$1" ping >/dev/null 2>&1 && break; sleep 0.5; done
     ctl "$1" await_startup --timeout 120 >/dev/null
 }
 
 stop_node() {
     local pidfile=$DIR/node$1/pid pid=""
     [ -f "$pidfile" ] && pid=$(cat "$pidfile")
-    # With the pid file, `stop` returns once the node's process is gone.
-    ctl "$1" stop "$pidfile" >/dev/null 2>&1 || true
+    # With the pid file, `stop` returns once the node's process is gone (without one it would
+    # wait for the file to appear).
+    if [ -n "$pid" ]; then
+        ctl "$1" stop "$pidfile" >/dev/null 2>&1 || true
+    else
+        ctl "$1" stop >/dev/null 2>&1 || true
+    fi
     # The node's own pid (written by the node itself): only what this script started.
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

@@ -41,7 +41,7 @@ EOF
     # The standby: a base backup with the replication settings written (-R), then its own port.
     # -R writes primary_conninfo into postgresql.auto.conf; the standby names itself (application
     # name) with -d, so that the primary can wait for it by name.
-    as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -D "$DIR/standby" -R -X stream \
+    as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -D "$DIR/standby" -R -X stream -c fast \
         -d "application_name=moka_standby"
     cat >>"$DIR/standby/postgresql.conf" <<EOF
 port = $STANDBY_PORT

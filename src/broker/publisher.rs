@@ -7,7 +7,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, RwLock,
     },
     time::Duration,
@@ -48,6 +48,8 @@ pub struct Live {
     next: AtomicUsize,
     /// Signalled when the connection or a channel fails; wakes the supervisor.
     broken: Arc<Notify>,
+    /// Some publish on this connection was confirmed.
+    acked: AtomicBool,
 }
 
 impl Live {
@@ -140,7 +142,7 @@ impl Publisher {
                 Ok(Err(e)) => warn!(connection = %self.name, error = %e, "cannot connect to the broker; retrying"),
                 Err(_) => warn!(connection = %self.name, "broker connect timed out; retrying"),
             }
-            if !backoff.wait(&shutdown).await {
+            if !self.dialer.wait_for_election(&shutdown).await || !backoff.wait(&shutdown).await {
                 break;
             }
         }
@@ -165,7 +167,7 @@ impl Publisher {
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             channels.push(ch);
         }
-        Ok(Live { conn, channels, next: AtomicUsize::new(0), broken })
+        Ok(Live { conn, channels, next: AtomicUsize::new(0), broken, acked: AtomicBool::new(false) })
     }
 
     /// Publishes one message and waits for the broker's confirm (or the timeout).
@@ -190,10 +192,21 @@ impl Publisher {
                 live.mark_broken();
                 Err(PublishError::Broker(e))
             }
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(None))) => {
+                live.acked.store(true, Ordering::Relaxed);
+                Ok(())
+            }
             // lapin reports a returned (unroutable) message as an ack that carries it.
             Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable),
-            Ok(Ok(Confirmation::Nack(_))) | Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::Nack(_))) | Ok(Ok(Confirmation::NotRequested)) => {
+                // A connection whose publishes were all refused may be bound to a queue leader
+                // that is gone (see `broker::LEADER_ELECTION_WAIT`): replace it. (One that had
+                // its publishes confirmed is kept: a full queue refuses through any connection.)
+                if !live.acked.load(Ordering::Relaxed) {
+                    live.mark_broken();
+                }
+                Err(PublishError::Nacked)
+            }
         }
     }
 

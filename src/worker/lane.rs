@@ -82,7 +82,7 @@ pub async fn run(worker: Arc<Lanes>, id: usize, shutdown: CancellationToken) {
             Ok(()) => break,
             Err(e) => warn!(lane = id, error = %telemetry::chain(&e), "consumer lost; reconnecting"),
         }
-        if !backoff.wait(&shutdown).await {
+        if !dialer.wait_for_election(&shutdown).await || !backoff.wait(&shutdown).await {
             break;
         }
     }

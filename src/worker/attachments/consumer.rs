@@ -118,7 +118,7 @@ impl Downloads {
                 Ok(()) => break,
                 Err(e) => warn!(error = %telemetry::chain(&e), "download consumer lost; reconnecting"),
             }
-            if !backoff.wait(&shutdown).await {
+            if !self.dialer.wait_for_election(&shutdown).await || !backoff.wait(&shutdown).await {
                 break;
             }
         }
