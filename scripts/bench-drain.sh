@@ -59,18 +59,7 @@ for round in $(seq "$ROUNDS"); do
         "$M" worker >/dev/null 2>&1 &
     wpid=$!
     PIDS+=($wpid)
-    # One psql session answers every poll: starting psql (and a backend) 50 times a second costs
-    # about a third of a core on this two-core machine, taken from the worker and PostgreSQL it
-    # measures (ref-drain times itself and pays nothing of the kind).
-    coproc POLL { $PSQL 2>/dev/null; }
-    PIDS+=("$POLL_PID")
-    count() {
-        local n
-        echo "SELECT count(*) FROM $schema.submissions;" >&"${POLL[1]}"
-        # (In $(...): `exit` would leave only the subshell, so the script is stopped by signal.)
-        read -r -t 10 n <&"${POLL[0]}" || { echo "the poll's psql stopped answering" >&2; kill $$; }
-        echo "$n"
-    }
+    start_poll "$schema.submissions"
     until [ "$(count)" -gt 0 ]; do sleep 0.01; done
     t0=$(now_ms)
     w0=$(awk '{print $14 + $15}' /proc/$wpid/stat) pg0=$(cpu_ticks postgres) mq0=$(cpu_ticks beam.smp)
@@ -78,7 +67,7 @@ for round in $(seq "$ROUNDS"); do
     t1=$(now_ms)
     w1=$(awk '{print $14 + $15}' /proc/$wpid/stat) pg1=$(cpu_ticks postgres) mq1=$(cpu_ticks beam.smp)
     cores() { python3 -c "print(f'{($2 - $1) / $(getconf CLK_TCK) / (($t1 - $t0) / 1000):.2f}')"; }
-    kill "$POLL_PID"; wait "$POLL_PID" 2>/dev/null || true
+    stop_poll
     rss=$(awk '/VmHWM/ {print $2}' /proc/$wpid/status)
     kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true
     moka_rate=$(( N * 1000 / (t1 - t0) ))

@@ -59,19 +59,12 @@ for k in $WORKERS; do
         wpids+=($!)
         PIDS+=($!)
     done
-    coproc POLL { $PSQL 2>/dev/null; }
-    PIDS+=("$POLL_PID")
-    count() {
-        local n
-        echo "SELECT count(*) FROM $schema.submissions;" >&"${POLL[1]}"
-        read -r -t 10 n <&"${POLL[0]}" || { echo "the poll's psql stopped answering" >&2; kill $$; }
-        echo "$n"
-    }
+    start_poll "$schema.submissions"
     until [ "$(count)" -gt 0 ]; do sleep 0.01; done
     t0=$(date +%s%3N) w0=$(ticks_of "${wpids[@]}") pg0=$(cpu_ticks postgres) mq0=$(cpu_ticks beam.smp)
     until [ "$(count)" -ge "$N" ]; do sleep 0.05; done
     t1=$(date +%s%3N) w1=$(ticks_of "${wpids[@]}") pg1=$(cpu_ticks postgres) mq1=$(cpu_ticks beam.smp)
-    kill "$POLL_PID"; wait "$POLL_PID" 2>/dev/null || true
+    stop_poll
     kill "${wpids[@]}"; wait "${wpids[@]}" 2>/dev/null || true
     secs=$(python3 -c "print(($t1 - $t0) / 1000)")
     printf 'workers %d: %d msgs/s (%.1f s) | cores: workers %s, postgres %s, rabbitmq %s\n' "$k" $((N * 1000 / (t1 - t0))) \

@@ -45,3 +45,24 @@ cpu_ticks() {
     done
     echo "$total"
 }
+
+# Polls `SELECT count(*) FROM $1` through one psql session (the POLL coprocess, started by
+# `start_poll TABLE`, stopped by `stop_poll`; `count` answers): starting psql (and a backend) 50
+# times a second costs about a third of a core on a two-core machine, taken from the processes a
+# benchmark measures. Needs $PSQL.
+start_poll() {
+    POLL_TABLE=$1
+    coproc POLL { $PSQL 2>/dev/null; }
+    PIDS+=("$POLL_PID")
+}
+count() {
+    local n
+    echo "SELECT count(*) FROM $POLL_TABLE;" >&"${POLL[1]}"
+    # (In $(...): `exit` would leave only the subshell, so the script is stopped by signal.)
+    read -r -t 10 n <&"${POLL[0]}" || { echo "the poll's psql stopped answering" >&2; kill $$; }
+    echo "$n"
+}
+stop_poll() {
+    kill "$POLL_PID" 2>/dev/null || true
+    wait "$POLL_PID" 2>/dev/null || true
+}
