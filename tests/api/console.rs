@@ -174,7 +174,7 @@ async fn an_operator_logs_in_finds_dead_letters_by_reason_replays_a_fixed_one_an
             // A viewer sees the dead letters but is offered no action, and the server refuses one
             // even with the viewer's own valid token.
             b.find("form[action='/logout'] button").await.click().await.unwrap();
-            assert_eq!(b.path().await, "/login");
+            assert_eq!(b.path_after_click("/login").await, "/login");
             b.login(console, VIEWER).await;
             b.goto(&console.url("/dead-letters")).await;
             assert_eq!(b.count("#dead-letters tbody tr").await, 2);

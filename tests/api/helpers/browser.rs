@@ -139,6 +139,19 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
+    /// The path once it is `expected` (a click's navigation may not have happened yet), or the
+    /// last one seen after 5 s.
+    pub async fn path_after_click(&self, expected: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let path = self.path().await;
+            if path == expected || tokio::time::Instant::now() >= deadline {
+                return path;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Logs in through the form.
     pub async fn login(&self, console: &TestConsole, (user, password): (&str, &str)) {
         self.goto(&console.url("/login")).await;
