@@ -22,13 +22,13 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing::warn;
 
 pub use crate::broker::dead::describe;
-use crate::config::BrokerUrls;
 use crate::broker::{
     self,
     download::Job,
     headers::{self, DeadLetter, History},
     topology::{Topology, DEAD_KEY, SUBMISSION_KEY},
 };
+use crate::config::BrokerUrls;
 pub use crate::domain::dead_letter::DeadMessage;
 use crate::store::{
     dead_letters::{self, State},

@@ -352,7 +352,7 @@ async fn with_several_broker_addresses_the_ingress_moves_on_to_the_next_when_its
     a.cut();
     let urls = format!("{}, {}", a.url(), b.url());
     let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[("amqp_url", &urls)])).await;
-    let ready = format!("http://{}/readyz", ingress.addr);
+    let ready = format!("http://127.0.0.1:{}/readyz", ingress.addr.port());
     // A new candidate each time: a repeat would be answered from the replay cache, not the broker.
     let sent = std::sync::atomic::AtomicUsize::new(0);
     let accepted = || async {
@@ -360,7 +360,8 @@ async fn with_several_broker_addresses_the_ingress_moves_on_to_the_next_when_its
             return false;
         }
         let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let answer = ingress.post_form(signed(&helpers::candidate_payload(&format!("node-{n}"), "x")).form_body()).await;
+        let answer =
+            ingress.post_form(signed(&helpers::candidate_payload(&format!("node-{n}"), "x")).form_body()).await;
         answer.status == 200 && answer.headers.get(REPLAY_HEADER).is_none()
     };
     eventually(Duration::from_secs(10), "ready through the address that answers", accepted).await;
