@@ -31,9 +31,11 @@ def signed_body(access_key, secret, payload, tonce):
     return urllib.parse.urlencode(params).encode()
 
 
-def candidate(moka_id, n):
+def candidate(moka_id, n, resume_url=None):
+    extra = {"resumeUrl": resume_url} if resume_url else {}
     return json.dumps(
         {
+            **extra,
             "id": moka_id,
             "name": f"候选人 {n}",
             "phone": f"138{n % 100000000:08d}",
@@ -56,6 +58,8 @@ def main():
     a.add_argument("--prefix", required=True, help="candidate ids are <prefix>-<n>")
     a.add_argument("--out", required=True)
     a.add_argument("--timeout", type=float, default=10)
+    a.add_argument("--attachment-url", help="every candidate links this résumé (loopback only)")
+    a.add_argument("--bad-every", type=int, default=0, help="every Nth request carries a wrong signature")
     args = a.parse_args()
 
     stop = threading.Event()
@@ -77,7 +81,8 @@ def main():
             if delay > 0 and stop.wait(delay):
                 return
             moka_id = f"{args.prefix}-{n}"
-            body = signed_body(args.access_key, args.secret, candidate(moka_id, n), int(time.time()))
+            secret = args.secret + "-wrong" if args.bad_every and n % args.bad_every == 0 else args.secret
+            body = signed_body(args.access_key, secret, candidate(moka_id, n, args.attachment_url), int(time.time()))
             req = urllib.request.Request(args.url, data=body, method="POST")
             req.add_header("Content-Type", "application/x-www-form-urlencoded")
             sent = time.time()

@@ -81,10 +81,23 @@ pub struct Publisher {
     live: RwLock<Option<Arc<Live>>>,
 }
 
+/// What RabbitMQ says of a queue (as gauge values).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueStats {
+    pub messages: f64,
+    pub consumers: f64,
+}
+
 impl Publisher {
     /// `name` shows in the broker's connection list (e.g. `moka-ingest ingress`); `options` come
     /// from the section of the role that publishes (`ingress.*` or `worker.*`).
     pub fn new(urls: &BrokerUrls, topology: Topology, name: &str, options: PublisherOptions) -> Arc<Publisher> {
+        // The series exist from the start (0: not connected yet), for dashboards and alerts;
+        // increment(0) leaves another publisher of the same role in this process as it is.
+        metrics::describe_gauge!("moka_broker_connected", "1 while the role's publishing connection is up");
+        metrics::describe_counter!("moka_broker_reconnects_total", "Publishing connections lost and opened again");
+        metrics::gauge!("moka_broker_connected", "role" => name.to_owned()).increment(0.0);
+        metrics::counter!("moka_broker_reconnects_total", "role" => name.to_owned()).increment(0);
         Arc::new(Publisher {
             name: name.to_owned(),
             dialer: Dialer::new(urls),
@@ -210,14 +223,19 @@ impl Publisher {
         }
     }
 
-    /// Messages ready in `queue`, or `None` when not connected or it cannot be read.
-    pub async fn queue_depth(&self, queue: &str) -> Option<u32> {
+    /// Messages ready in `queue` and its consumers, or `None` when not connected or it cannot be
+    /// read.
+    pub async fn queue_stats(&self, queue: &str) -> Option<QueueStats> {
         let live = self.current()?;
         let ch = live.conn.create_channel().await.ok()?;
         let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-        let depth = ch.queue_declare(queue, passive, Default::default()).await.ok().map(|q| q.message_count());
+        let stats = ch
+            .queue_declare(queue, passive, Default::default())
+            .await
+            .ok()
+            .map(|q| QueueStats { messages: f64::from(q.message_count()), consumers: f64::from(q.consumer_count()) });
         let _ = ch.close(200, "bye").await;
-        depth
+        stats
     }
 
     /// Waits until connected, up to `timeout`; true if ready.

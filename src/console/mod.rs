@@ -124,8 +124,17 @@ impl Console {
 /// Serves the console on `listener` until `shutdown`.
 pub async fn serve(console: Console, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ConsoleError> {
     let console = Arc::new(console);
+    register_metrics();
     let app = routes::router(console.clone());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     console.queues.close().await;
     served.map_err(ConsoleError::Serve)
+}
+
+/// The console's metrics, at zero from the start (for dashboards and alerts).
+fn register_metrics() {
+    metrics::describe_counter!("moka_console_login_failures_total", "Failed console logins");
+    metrics::counter!("moka_console_login_failures_total").increment(0);
+    metrics::describe_counter!("moka_console_actions_total", "Dead-letter actions taken in the console, by action");
+    crate::telemetry::zero_counters("moka_console_actions_total", "action", ["replay", "purge", "park"]);
 }

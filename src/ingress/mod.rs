@@ -10,6 +10,7 @@
 //! Nothing costly happens before the signature is verified: parsing the parameters is linear in
 //! the body (and their number capped), the HMAC is linear, and the payload is parsed only after.
 
+pub mod catalog;
 pub mod error;
 pub mod group;
 pub mod params;
@@ -321,6 +322,7 @@ pub fn prepare(
     shutdown: CancellationToken,
 ) -> std::io::Result<Prepared<impl std::future::Future<Output = std::io::Result<()>> + Send + 'static>> {
     let addr = listener.local_addr()?;
+    catalog::register();
     let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
     let (min, max) = settings.broker.reconnect_backoff();
     let options = PublisherOptions {

@@ -22,6 +22,15 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, for the metrics' label values.
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Envelope,
+        FailureKind::Validation,
+        FailureKind::Database,
+        FailureKind::Attachment,
+        FailureKind::DeliveryLimit,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Envelope => "envelope",

@@ -22,6 +22,7 @@
 pub mod attachments;
 pub mod backlog;
 mod batch;
+pub mod catalog;
 pub mod failure;
 mod finish;
 mod lane;
@@ -116,6 +117,7 @@ pub async fn spawn_with_lookup(
     if settings.worker.migrate_on_start {
         migrate_when_reachable(&settings.database_url, &settings.retry, &shutdown).await?;
     }
+    catalog::register();
     let topology = Topology::from_settings(&settings.queue_prefix, &settings.broker, &settings.retry);
     // The worker's own publisher settings (worker.*), not the ingress's.
     let (min, max) = settings.broker.reconnect_backoff();
@@ -184,7 +186,7 @@ pub async fn spawn_with_lookup(
     });
     let worker = Arc::new(Worker { lanes, downloads });
     let publisher_task = tokio::spawn(publisher.run(background_stop.clone()));
-    let depth_task = tokio::spawn(watch_dead_letter_depth(worker.clone(), background_stop.clone()));
+    let depth_task = tokio::spawn(watch_queues(worker.clone(), background_stop.clone()));
 
     let ops_addr = ops_listener.local_addr()?;
     let ready_worker = worker.clone();
@@ -246,11 +248,21 @@ impl Worker {
     }
 }
 
-/// Keeps `moka_dead_letter_queue_depth` current, for alerting.
-async fn watch_dead_letter_depth(worker: Arc<Worker>, stop: CancellationToken) {
+/// Keeps the queue gauges current, for alerting: `moka_queue_messages{queue}`,
+/// `moka_queue_consumers{queue}` and `moka_dead_letter_queue_depth`. Every worker reports the
+/// same figures; dashboards and alerts take the maximum over instances.
+async fn watch_queues(worker: Arc<Worker>, stop: CancellationToken) {
+    let topology = &worker.lanes.topology;
+    let queues = [topology.queue.as_str(), topology.downloads.as_str(), topology.dead_queue.as_str()];
     loop {
-        if let Some(depth) = worker.lanes.publisher.queue_depth(&worker.lanes.topology.dead_queue).await {
-            metrics::gauge!("moka_dead_letter_queue_depth").set(depth as f64);
+        for (label, queue) in catalog::QUEUES.into_iter().zip(queues) {
+            if let Some(stats) = worker.lanes.publisher.queue_stats(queue).await {
+                metrics::gauge!("moka_queue_messages", "queue" => label).set(stats.messages);
+                metrics::gauge!("moka_queue_consumers", "queue" => label).set(stats.consumers);
+                if label == "dead" {
+                    metrics::gauge!("moka_dead_letter_queue_depth").set(stats.messages);
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}

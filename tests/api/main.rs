@@ -11,4 +11,5 @@ mod helpers;
 mod hostile_ingress;
 mod hostile_worker;
 mod ingress;
+mod monitoring;
 mod worker;
