@@ -3,9 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::{http::StatusCode, routing::get, Router};
+use axum::{
+    http::{header, StatusCode},
+    routing::get,
+    Router,
+};
 
 use crate::telemetry;
+
+/// The Prometheus text exposition format's content type.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A readiness check: returns `Err(reason)` while the role cannot do its job.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -25,5 +32,5 @@ pub fn router(ready: Readiness) -> Router {
                 }
             }),
         )
-        .route("/metrics", get(|| async { telemetry::metrics().render() }))
+        .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], telemetry::metrics().render()) }))
 }

@@ -13,6 +13,7 @@
 pub mod catalog;
 pub mod error;
 pub mod group;
+pub mod openapi;
 pub mod params;
 pub mod replay;
 pub mod serve;
@@ -25,7 +26,7 @@ use axum::{
     extract::{Request, State},
     http::{header, request::Parts, HeaderValue},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
     Router,
 };
 use bytes::Bytes;
@@ -115,6 +116,7 @@ impl Ingress {
         Router::new()
             .route(signature::PATH, post(submit).fallback(|| async { refuse(Rejection::MethodNotAllowed) }))
             .with_state(self.clone())
+            .route("/openapi.json", get(openapi::serve))
             .merge(health::router(ready))
             .fallback(|| async { refuse(Rejection::NotFound) })
     }

@@ -5,6 +5,7 @@
 mod attachments;
 mod cli;
 mod console;
+mod contract;
 mod failures;
 mod groups;
 mod helpers;

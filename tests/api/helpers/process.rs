@@ -77,3 +77,20 @@ pub async fn sigterm_and_wait_child(child: &mut tokio::process::Child) {
         tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// A tool of the test suite's Python virtual environment (`tests/requirements.txt`), made by
+/// `.ci/run` at `$MOKA_VENV` (default `~/.cache/moka-ingest/venv`); a missing one fails the test
+/// saying how to make it.
+pub fn venv_tool(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var_os("MOKA_VENV").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/moka-ingest/venv")
+    });
+    let tool = venv.join("bin").join(name);
+    assert!(
+        tool.exists(),
+        "{} is missing: python3 -m venv {1} && {1}/bin/pip install -r tests/requirements.txt (.ci/run does it)",
+        tool.display(),
+        venv.display()
+    );
+    tool
+}
