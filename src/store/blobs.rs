@@ -9,6 +9,7 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use object_store::{path::Path as ObjectPath, ObjectStore, WriteMultipart};
@@ -37,6 +38,9 @@ pub enum BlobError {
     },
     #[error("attachment storage: {key} has {got} bytes after upload, expected {want}")]
     SizeMismatch { key: String, got: u64, want: u64 },
+    /// The S3 backend's settings are incomplete (named, never shown: they hold secrets).
+    #[error("attachment storage: attachments.backend = \"s3\" needs {0} in the environment")]
+    S3Settings(&'static str),
 }
 
 /// An `object_store` failure while doing `what`.
@@ -69,12 +73,48 @@ impl Blobs {
         Ok(Blobs { backend: Backend::Dir(dir.to_owned()), tmp_dir: dir.join(".tmp") })
     }
 
-    /// Objects in an S3-compatible `bucket`; credentials, region and endpoint from `AWS_*`.
+    /// Objects in an S3-compatible `bucket`; credentials, region and endpoint from the process's
+    /// `AWS_*` environment variables (see [`Blobs::s3_from`]).
     pub fn s3(bucket: &str) -> Result<Blobs, BlobError> {
-        let store = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(store_err("configure the S3 bucket"))?;
+        Self::s3_from(bucket, std::env::vars())
+    }
+
+    /// Objects in an S3-compatible `bucket`, configured by the `AWS_*` variables among `vars`
+    /// (object_store's names: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+    /// `AWS_REGION` or `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...).
+    ///
+    /// The key pair is required: without it object_store would ask the cloud's instance metadata
+    /// service for credentials, traffic to a link-local address that a deployment configured by
+    /// its environment never wants, and an error only at the first upload instead of at start.
+    pub fn s3_from(bucket: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<Blobs, BlobError> {
+        use object_store::{aws::AmazonS3Builder, BackoffConfig, ClientOptions, RetryConfig};
+        // A bucket that does not answer fails the download within seconds, as a transient
+        // failure that the download retry schedule spaces out (object_store's own default
+        // retries for up to 3 minutes, holding a download slot all that time).
+        let retry =
+            RetryConfig { backoff: BackoffConfig::default(), max_retries: 2, retry_timeout: Duration::from_secs(20) };
+        let client =
+            ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(60));
+        // The client options first: AWS_ALLOW_HTTP and the like below adjust them.
+        let mut builder = AmazonS3Builder::new().with_client_options(client).with_retry(retry);
+        let (mut key_id, mut secret) = (false, false);
+        for (name, value) in vars {
+            if !name.starts_with("AWS_") || value.is_empty() {
+                continue;
+            }
+            key_id |= name == "AWS_ACCESS_KEY_ID";
+            secret |= name == "AWS_SECRET_ACCESS_KEY";
+            if let Ok(key) = name.to_ascii_lowercase().parse() {
+                builder = builder.with_config(key, value);
+            }
+        }
+        if !key_id {
+            return Err(BlobError::S3Settings("AWS_ACCESS_KEY_ID"));
+        }
+        if !secret {
+            return Err(BlobError::S3Settings("AWS_SECRET_ACCESS_KEY"));
+        }
+        let store = builder.with_bucket_name(bucket).build().map_err(store_err("configure the S3 bucket"))?;
         Ok(Blobs { backend: Backend::Bucket(Arc::new(store)), tmp_dir: std::env::temp_dir().join("moka-ingest") })
     }
 

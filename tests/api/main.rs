@@ -13,4 +13,5 @@ mod hostile_ingress;
 mod hostile_worker;
 mod ingress;
 mod monitoring;
+mod s3;
 mod worker;

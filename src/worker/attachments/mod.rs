@@ -1,11 +1,3 @@
-//! Attachments: the resume, interview feedback and offer files a submission links to. Links
-//! often expire within hours, so the worker fetches them while it processes the message, before
-//! it commits, and keeps them in content-addressed storage ([`crate::store::blobs`]).
-//!
-//! A permanent failure (404, 403, over the cap, a blocked address, a bad URL) is recorded as a
-//! `failed` row and the candidate is stored anyway; a transient one (refused, reset, timeout, 5xx,
-//! 429) fails the message as transient, so it is retried later.
-
 //! Attachments: the résumé, interview feedback and offer files a submission links to, off the
 //! candidate's path. A candidate is committed with one `pending` row per link
 //! ([`crate::store::attachments`]); the batch then queues a download job ([`jobs`]), and this
@@ -14,7 +6,8 @@
 //! rows in batches ([`results`]).
 //!
 //! A permanent failure (404, 403, over the cap, a blocked address, a bad URL) settles the row as
-//! `failed`; a transient one (refused, reset, timeout, 5xx, 429) is retried through the download
+//! `failed`; a transient one (refused, reset, timeout, 5xx, 429, and any failure of the storage
+//! itself, such as a bucket that is unreachable or refuses) is retried through the download
 //! delay queues, no earlier than the host's `Retry-After`, and dead-lettered (reason `attachment`)
 //! when the schedule is used up.
 
