@@ -7,8 +7,11 @@
 # metric it reads must exist (scripts/prometheus_queries.py). Loopback only; stops what it
 # started, by pid, and drops its schema and queues.
 #
+# On a healthy run no alert may fire but MokaIngressBadSignatures (the stream sends bad ones).
+#
 #   scripts/check-monitoring.sh          MOKA_BIN (default target/debug/moka-ingest, built if
-#                                        missing), SECONDS_OF_LOAD (30), KEEP=1 keeps the run dir
+#                                        missing), SECONDS_OF_LOAD (30), PORT_BASE (18290: ten
+#                                        ports from it), KEEP=1 keeps the run dir
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -18,7 +21,8 @@ RUN=/tmp/moka-monitoring-$$
 mkdir -p "$RUN/files" "$RUN/prometheus"
 PSQL="psql -qtA -h 127.0.0.1 -U root test -v ON_ERROR_STOP=1"
 export PGOPTIONS="-c client_min_messages=warning"
-INGRESS=18290 WORKER=18291 CONSOLE=18292 FILES=18293 PROM=18299
+B=${PORT_BASE:-18290}
+INGRESS=$B WORKER=$((B + 1)) CONSOLE=$((B + 2)) FILES=$((B + 3)) PROM=$((B + 9))
 
 cleanup() {
     stop_started
@@ -79,14 +83,30 @@ python3 scripts/stream.py --url "http://127.0.0.1:$INGRESS/api/v2/moka_candidate
     --attachment-url "http://127.0.0.1:$FILES/resume.pdf" &
 STREAM=$!
 PIDS+=($STREAM)
+# One PromQL query's single value (empty when the result is empty).
+value() {
+    curl -fsS "http://127.0.0.1:$PROM/api/v1/query" --data-urlencode "query=$1" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+print(r[0]["value"][1] if r else "")'
+}
 sleep "${SECONDS_OF_LOAD:-30}"
-# Scrapes are every second: the targets must all be up by now.
-up=$(curl -fsS "http://127.0.0.1:$PROM/api/v1/query" --data-urlencode 'query=sum(up)' |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["result"][0]["value"][1])')
+# Scrapes are every second: all three targets up within a few more.
+for _ in $(seq 100); do
+    up=$(value 'sum(up)')
+    [ "$up" = 3 ] && break
+    sleep 0.1
+done
 echo "targets up: $up of 3"
 [ "$up" = 3 ]
 python3 scripts/prometheus_queries.py --prometheus "http://127.0.0.1:$PROM" --wait 60 \
     --dashboard deploy/grafana/moka-ingest.json --rules deploy/prometheus/alerts.yml
+# A healthy deployment under load: nothing fires but the bad signatures the stream sends.
+firing=$(curl -fsS "http://127.0.0.1:$PROM/api/v1/query" \
+    --data-urlencode 'query=ALERTS{alertstate="firing",alertname!="MokaIngressBadSignatures"}' |
+    python3 -c 'import json,sys; print(" ".join(sorted({r["metric"]["alertname"] for r in json.load(sys.stdin)["data"]["result"]})))')
+echo "alerts firing besides MokaIngressBadSignatures: ${firing:-none}"
+[ -z "$firing" ]
 kill -TERM "$STREAM"
 wait "$STREAM" || true
 echo "applied: $($PSQL -c "SELECT count(*) FROM $PREFIX.submissions WHERE outcome = 'applied'")," \

@@ -27,7 +27,7 @@ for t in "${TARGETS[@]}"; do
     set -e
     execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo 0)
     secs=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo 0)
-    last=$(grep -E '#[0-9]+' "$log" | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' | tail -n 1)
+    last=$(grep -E '#[0-9]+' "$log" | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' | tail -n 1 || true)
     if [ $rc -eq 0 ]; then found="nothing found"; else
         found="FOUND: $(grep -E '^==[0-9]+== ERROR|panicked at|deadly signal|timeout after' "$log" | head -n 1)"
         status=1

@@ -1,6 +1,6 @@
 //! Logs (tracing, text or JSON) and metrics (the `metrics` facade with a Prometheus recorder,
-//! rendered at `GET /metrics`). Each role declares its own metrics at start (`ingress::metrics`,
-//! `worker::metrics`, ...); this module holds what they share: the recorder, the histograms'
+//! rendered at `GET /metrics`). Each role declares its own metrics at start (`ingress::catalog`,
+//! `worker::catalog`, the console's `register_metrics`); this module holds what they share: the recorder, the histograms'
 //! buckets and the helpers that make a series exist before its first event.
 
 use std::{io::IsTerminal, sync::OnceLock};
@@ -54,7 +54,7 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Every histogram and its buckets (upper bounds). Histograms, not summaries: a deployment runs
 /// several ingresses and workers, and only buckets can be summed across them before
 /// `histogram_quantile`. The bounds cover what each measures, from its best case here to its
-/// timeout, so that a quantile is read from a bucket and not clamped at the last one.
+/// default timeout, so that a quantile is read from a bucket and not clamped at the last one.
 pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     // Request accepted → broker confirm: about 1 ms on loopback, up to the 5 s confirm timeout.
     (
@@ -63,14 +63,21 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     ),
     // Submissions per published message: 1 when idle, up to `ingress.group_max_messages`.
     ("moka_ingress_group_size", &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
-    // One batch of up to `worker.batch_size` submissions, written in one transaction.
+    // One batch of up to `worker.batch_size` submissions, written in one transaction, up to
+    // `worker.batch_timeout_ms` (600 s).
     (
         "moka_worker_batch_seconds",
-        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+        &[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            600.0,
+        ],
     ),
-    // One attachment fetched and stored: from a small file on a near host to a 20 MiB one at
-    // the download timeout.
-    ("moka_worker_attachment_seconds", &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+    // One attachment fetched and stored, or failed: from a small file on a near host to a 20 MiB
+    // one at the download timeout (`attachments.total_timeout_ms`, 300 s).
+    (
+        "moka_worker_attachment_seconds",
+        &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0],
+    ),
 ];
 
 /// Makes `name{label=value}` exist at 0 for each value, so that a dashboard shows 0 rather than

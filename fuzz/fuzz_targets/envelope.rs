@@ -17,8 +17,16 @@ use moka_ingest::broker::{
 use moka_ingest::domain::submission::Meta;
 
 /// Header names the readers look at, and one they do not.
-const NAMES: [&str; 8] =
-    [v1::ENVELOPE_VERSION, v1::RECEIVED_AT, v1::ACCESS_KEY, v1::TONCE, v1::MOKA_ID, "x-retry-count", "x-death", "other"];
+const NAMES: [&str; 8] = [
+    v1::ENVELOPE_VERSION,
+    v1::RECEIVED_AT,
+    v1::ACCESS_KEY,
+    v1::TONCE,
+    v1::MOKA_ID,
+    "x-retry-count",
+    "x-death",
+    "other",
+];
 
 /// Splits `data` at the first occurrences of `sep`: (head, tail), tail empty if none.
 fn cut(data: &[u8], sep: u8) -> (&[u8], &[u8]) {
@@ -34,7 +42,8 @@ fuzz_target!(|data: &[u8]| {
         // Arbitrary properties (a type, a header table) and body.
         0..=2 => {
             let kinds = [None, Some(MESSAGE_TYPE), Some("moka.submission.v3"), Some("moka.submission.v1")];
-            let mut props = BasicProperties::default().with_message_id(ShortString::from("0192f000-0000-7000-8000-000000000000"));
+            let mut props =
+                BasicProperties::default().with_message_id(ShortString::from("0192f000-0000-7000-8000-000000000000"));
             if let Some(kind) = kinds[usize::from(selector >> 2) % kinds.len()] {
                 props = props.with_type(ShortString::from(kind));
             }
@@ -70,7 +79,8 @@ fuzz_target!(|data: &[u8]| {
             let payloads: Vec<&str> = parts.collect();
             let metas: Vec<Meta> = payloads.iter().map(|_| Meta::new(key, tonce, id, at).signed(rest)).collect();
             if let (Some(meta), Some(payload)) = (metas.first(), payloads.first()) {
-                let back = Envelope::from_delivery(&meta.properties(), &meta.body(payload.as_bytes())).expect("v2 reads back");
+                let back =
+                    Envelope::from_delivery(&meta.properties(), &meta.body(payload.as_bytes())).expect("v2 reads back");
                 assert_eq!((&back.meta, back.payload.as_str()), (meta, *payload));
             }
             if !payloads.is_empty() && payloads.len() <= 64 {

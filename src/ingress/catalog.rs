@@ -7,6 +7,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use super::error;
 use crate::telemetry::zero_counters;
 
+/// Declares the ingress's metrics and makes each known series exist at zero (once per process is
+/// enough; again is harmless).
 pub fn register() {
     describe_counter!(
         "moka_ingress_requests_total",

@@ -76,7 +76,9 @@ impl Blobs {
     /// Objects in an S3-compatible `bucket`; credentials, region and endpoint from the process's
     /// `AWS_*` environment variables (see [`Blobs::s3_from`]).
     pub fn s3(bucket: &str) -> Result<Blobs, BlobError> {
-        Self::s3_from(bucket, std::env::vars())
+        // vars_os: std::env::vars() panics on a variable that is not UTF-8 (anyone's, not ours).
+        let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Self::s3_from(bucket, vars)
     }
 
     /// Objects in an S3-compatible `bucket`, configured by the `AWS_*` variables among `vars`

@@ -1,6 +1,6 @@
-//! The worker's metrics catalogue, declared with their help text when a worker starts and made to exist at
-//! zero with every outcome and reason known in advance, so that a fresh worker looks like a
-//! healthy one on a dashboard, and an alert on a rate sees 0 rather than nothing.
+//! The worker's metrics catalogue: every metric declared with its help text when a worker starts,
+//! and made to exist at zero with every outcome and reason known in advance, so that a fresh
+//! worker looks like a healthy one on a dashboard, and an alert on a rate sees 0, not nothing.
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
@@ -14,6 +14,8 @@ pub const ATTACHMENT_OUTCOMES: [&str; 5] = ["stored", "failed", "retry", "dead",
 /// `moka_queue_messages{queue}` and `moka_queue_consumers{queue}`.
 pub const QUEUES: [&str; 3] = ["submissions", "downloads", "dead"];
 
+/// Declares the worker's metrics and makes each known series exist at zero (once per process is
+/// enough; again is harmless).
 pub fn register() {
     let reasons = || FailureKind::ALL.iter().map(|k| k.as_str());
     describe_counter!("moka_worker_messages_total", "Submissions by outcome: applied, stale, duplicate, retry, dead");
@@ -39,7 +41,7 @@ pub fn register() {
     metrics::counter!("moka_worker_attachment_bytes_total").increment(0);
     describe_histogram!("moka_worker_batch_seconds", Unit::Seconds, "One batch: validated, written and settled");
     let _ = metrics::histogram!("moka_worker_batch_seconds");
-    describe_histogram!("moka_worker_attachment_seconds", Unit::Seconds, "One attachment fetched and stored");
+    describe_histogram!("moka_worker_attachment_seconds", Unit::Seconds, "One attachment fetch, stored or failed");
     let _ = metrics::histogram!("moka_worker_attachment_seconds");
     describe_gauge!("moka_worker_downloads_in_flight", Unit::Count, "Attachment downloads running now");
     metrics::gauge!("moka_worker_downloads_in_flight").increment(0.0);

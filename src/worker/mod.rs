@@ -252,10 +252,11 @@ impl Worker {
 /// `moka_queue_consumers{queue}` and `moka_dead_letter_queue_depth`. Every worker reports the
 /// same figures; dashboards and alerts take the maximum over instances.
 async fn watch_queues(worker: Arc<Worker>, stop: CancellationToken) {
-    let topology = &worker.lanes.topology;
-    let queues = [topology.queue.as_str(), topology.downloads.as_str(), topology.dead_queue.as_str()];
+    let t = &worker.lanes.topology;
+    // The labels of `catalog::QUEUES`, each with its queue.
+    let queues = [("submissions", &t.queue), ("downloads", &t.downloads), ("dead", &t.dead_queue)];
     loop {
-        for (label, queue) in catalog::QUEUES.into_iter().zip(queues) {
+        for (label, queue) in queues {
             if let Some(stats) = worker.lanes.publisher.queue_stats(queue).await {
                 metrics::gauge!("moka_queue_messages", "queue" => label).set(stats.messages);
                 metrics::gauge!("moka_queue_consumers", "queue" => label).set(stats.consumers);

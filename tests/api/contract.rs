@@ -16,6 +16,16 @@ async fn the_ingress_serves_its_openapi_document_and_schemathesis_finds_every_an
     assert_eq!(served.status(), 200);
     assert_eq!(served.headers()["content-type"], "application/json");
     assert_eq!(served.text().await.unwrap(), moka_ingest::ingress::openapi::DOCUMENT);
+    // A valid OpenAPI 3.1 document, by a validator that is not ours.
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    let valid = tokio::process::Command::new(venv_tool("openapi-spec-validator"))
+        .args(["--schema", "3.1"])
+        .arg(&doc)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&valid.stdout).into_owned() + &String::from_utf8_lossy(&valid.stderr);
+    assert!(valid.status.success() && said.contains("OK"), "{said}");
 
     // schemathesis keeps its state (.schemathesis/, .hypothesis/) in its working directory.
     let work = std::env::temp_dir().join(format!("moka-schemathesis-{}", broker.prefix));

@@ -201,6 +201,7 @@ async fn a_real_prometheus_scraping_a_loaded_deployment_answers_every_dashboard_
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     assert!(text.contains("targets up: 3 of 3") && text.contains("; 0 failed"), "{text}");
+    assert!(text.contains("alerts firing besides MokaIngressBadSignatures: none"), "{text}");
     // The load went through: candidates applied and their résumés stored, so the panels above
     // were fed by real traffic, not only by zeros.
     let applied = text.lines().find(|l| l.starts_with("applied: ")).unwrap_or_else(|| panic!("{text}"));

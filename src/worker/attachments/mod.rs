@@ -82,6 +82,13 @@ impl Attachments {
     /// for a dead link); `Err`: try again later.
     pub async fn fetch(&self, link: Link) -> Result<Record, Transient> {
         let started = std::time::Instant::now();
+        let result = self.fetch_and_store(link).await;
+        // Every fetch, failed ones too: a slow host shows as slow whatever it finally answers.
+        metrics::histogram!("moka_worker_attachment_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn fetch_and_store(&self, link: Link) -> Result<Record, Transient> {
         match self.downloader.fetch(&link.url).await {
             Ok(f) => {
                 let key = self
@@ -91,7 +98,6 @@ impl Attachments {
                     .map_err(|e| Transient { why: crate::telemetry::chain(&e), retry_after: None })?;
                 debug!(size = f.size, content_type = %f.content_type, "attachment stored");
                 metrics::counter!("moka_worker_attachment_bytes_total").increment(f.size);
-                metrics::histogram!("moka_worker_attachment_seconds").record(started.elapsed().as_secs_f64());
                 Ok(Record {
                     link,
                     stored: true,
