@@ -35,7 +35,7 @@ pub enum Rejection {
     BodyTimeout(u64),
     #[error("no such endpoint; submissions go to POST /api/v2/moka_candidates")]
     NotFound,
-    #[error("method not allowed; this endpoint takes POST")]
+    #[error("method not allowed on this path (its Allow header lists what it takes); submissions are POST /api/v2/moka_candidates")]
     MethodNotAllowed,
     /// A request hyper could not parse and answered by itself with this status.
     #[error("{}", unparsable_message(*.0))]

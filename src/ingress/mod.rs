@@ -118,6 +118,8 @@ impl Ingress {
             .with_state(self.clone())
             .route("/openapi.json", get(openapi::serve))
             .merge(health::router(ready))
+            // After the merge, so that /healthz, /readyz, /metrics refuse in JSON too.
+            .method_not_allowed_fallback(|| async { refuse(Rejection::MethodNotAllowed) })
             .fallback(|| async { refuse(Rejection::NotFound) })
     }
 

@@ -204,6 +204,12 @@ async fn every_refusal_is_json_even_those_made_before_any_handler_runs() {
     let cases: Vec<(&str, Vec<u8>, u16, u64)> = vec![
         ("unknown path", b"POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n".to_vec(), 404, 1008),
         ("wrong method", b"GET /api/v2/moka_candidates HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), 405, 1009),
+        (
+            "wrong method on a GET path",
+            b"POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            405,
+            1009,
+        ),
         ("URI too long", long_uri.into_bytes(), 414, 1011),
         ("head too large", big_head.into_bytes(), 431, 1010),
         ("head over 64 KiB", head_over_64k.into_bytes(), 431, 1010),
@@ -220,6 +226,13 @@ async fn every_refusal_is_json_even_those_made_before_any_handler_runs() {
         let (got_status, body) = send_raw(addr, &bytes).await;
         assert_eq!((got_status, body["error_code"].as_u64()), (status, Some(code)), "{what}: {body}");
         assert!(body["error_message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+    }
+    // A wrong method says which ones the path takes.
+    for (path, allowed) in [("/healthz", "GET"), ("/api/v2/moka_candidates", "POST")] {
+        let r = ingress.client.delete(format!("http://{addr}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{path}");
+        let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        assert!(allow.contains(allowed), "{path}: Allow: {allow}");
     }
     assert_eq!(ingress.post_form(signed(PAYLOAD).form_body()).await.code, 0, "still serving");
     ingress.stop().await;
