@@ -149,7 +149,10 @@ async fn s3_a_server_that_refuses_connections_is_an_error_within_seconds() {
 
 #[tokio::test]
 async fn a_worker_configured_by_its_environment_retries_while_the_bucket_refuses_then_stores_in_it() {
-    let (broker, db, moto) = (TestBroker::new().await, TestDb::new().await, Moto::start().await);
+    let (mut broker, db, moto) = (TestBroker::new().await, TestDb::new().await, Moto::start().await);
+    // The worker's download schedule below (1 s steps: one delay queue), so that the broker's
+    // cleanup deletes that queue too.
+    broker.topology.download_delays = vec![Duration::from_secs(1)];
     let files = FileServer::start("http://127.0.0.2:1/").await;
     let bucket = format!("b-{}", broker.prefix.replace('_', "-"));
     let ops = free_port();
