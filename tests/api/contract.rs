@@ -11,7 +11,7 @@ use crate::helpers::{self, process::venv_tool, TestBroker, TestIngress, ACCESS_K
 async fn the_ingress_serves_its_openapi_document_and_schemathesis_finds_every_answer_conforming() {
     let broker = TestBroker::new().await;
     let ingress = TestIngress::spawn(&helpers::settings(&broker.prefix, &[])).await;
-    let base = format!("http://{}", ingress.addr);
+    let base = format!("http://127.0.0.1:{}", ingress.addr.port());
     let served = ingress.client.get(format!("{base}/openapi.json")).send().await.unwrap();
     assert_eq!(served.status(), 200);
     assert_eq!(served.headers()["content-type"], "application/json");

@@ -229,7 +229,7 @@ async fn every_refusal_is_json_even_those_made_before_any_handler_runs() {
     }
     // A wrong method says which ones the path takes.
     for (path, allowed) in [("/healthz", "GET"), ("/api/v2/moka_candidates", "POST")] {
-        let r = ingress.client.delete(format!("http://{addr}{path}")).send().await.unwrap();
+        let r = ingress.client.delete(format!("http://127.0.0.1:{}{path}", addr.port())).send().await.unwrap();
         assert_eq!(r.status(), 405, "{path}");
         let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
         assert!(allow.contains(allowed), "{path}: Allow: {allow}");
