@@ -35,14 +35,6 @@ trap cleanup EXIT
 command -v prometheus >/dev/null || { echo "prometheus is missing (apt-get install prometheus)" >&2; exit 1; }
 M=${MOKA_BIN:-$PWD/target/debug/moka-ingest}
 [ -x "$M" ] || cargo build --quiet
-wait_200() {
-    for _ in $(seq 300); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "$1 did not answer 200" >&2
-    return 1
-}
 
 $PSQL -c "CREATE SCHEMA $PREFIX"
 head -c 200000 /dev/urandom >"$RUN/files/resume.pdf"

@@ -66,3 +66,13 @@ stop_poll() {
     kill "$POLL_PID" 2>/dev/null || true
     wait "$POLL_PID" 2>/dev/null || true
 }
+
+# Waits up to 30 s for URL $1 to answer 200; says which did not.
+wait_200() {
+    for _ in $(seq 300); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "$1 did not answer 200" >&2
+    return 1
+}

@@ -41,16 +41,13 @@ impl Moto {
 
     /// The `AWS_*` variables of a deployment that uses this server.
     fn vars(&self) -> Vec<(String, String)> {
-        [
+        owned(&[
             ("AWS_ACCESS_KEY_ID", "moka-test-key"),
             ("AWS_SECRET_ACCESS_KEY", "moka-test-secret"),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ENDPOINT_URL", &self.endpoint),
             ("AWS_ALLOW_HTTP", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        ])
     }
 
     async fn create_bucket(&self, bucket: &str) {
@@ -75,6 +72,11 @@ impl Moto {
         let _ = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
+}
+
+/// Environment variables as `Blobs::s3_from` takes them.
+fn owned(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 /// A staged file of `bytes`, and its SHA-256.
@@ -120,24 +122,21 @@ async fn s3_stores_a_file_by_content_once_checks_its_size_and_takes_20_mib() {
 
 #[tokio::test]
 async fn s3_without_credentials_in_the_environment_is_refused_naming_what_is_missing() {
-    let err = Blobs::s3_from("b", [("AWS_SECRET_ACCESS_KEY".to_owned(), "s3cret".to_owned())]).err().unwrap();
+    let err = Blobs::s3_from("b", owned(&[("AWS_SECRET_ACCESS_KEY", "s3cret")])).err().unwrap();
     assert!(err.to_string().contains("needs AWS_ACCESS_KEY_ID in the environment"), "{err}");
-    let err = Blobs::s3_from("b", [("AWS_ACCESS_KEY_ID".to_owned(), "k".to_owned())]).err().unwrap();
+    let err = Blobs::s3_from("b", owned(&[("AWS_ACCESS_KEY_ID", "k")])).err().unwrap();
     assert!(err.to_string().contains("needs AWS_SECRET_ACCESS_KEY"), "{err}");
 }
 
 #[tokio::test]
 async fn s3_a_server_that_refuses_connections_is_an_error_within_seconds() {
     // A loopback port nobody listens on.
-    let vars: Vec<(String, String)> = [
+    let vars = owned(&[
         ("AWS_ACCESS_KEY_ID", "k"),
         ("AWS_SECRET_ACCESS_KEY", "s"),
         ("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{}", free_port())),
         ("AWS_ALLOW_HTTP", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    ]);
     let blobs = Blobs::s3_from("nowhere", vars).unwrap();
     let dir = std::env::temp_dir().join(format!("moka-s3-down-{}", std::process::id()));
     let (tmp, sha) = staged(&dir, "a", b"x");
