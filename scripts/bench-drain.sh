@@ -59,15 +59,17 @@ for round in $(seq "$ROUNDS"); do
         "$M" worker >/dev/null 2>&1 &
     wpid=$!
     PIDS+=($wpid)
-    start_poll "$schema.submissions"
-    until [ "$(count)" -gt 0 ]; do sleep 0.01; done
+    start_watch "$N" http://127.0.0.1:18091/metrics
+    watch_for started
     t0=$(now_ms)
     w0=$(awk '{print $14 + $15}' /proc/$wpid/stat) pg0=$(cpu_ticks postgres) mq0=$(cpu_ticks beam.smp)
-    until [ "$(count)" -ge "$N" ]; do sleep 0.02; done
+    watch_for done
     t1=$(now_ms)
     w1=$(awk '{print $14 + $15}' /proc/$wpid/stat) pg1=$(cpu_ticks postgres) mq1=$(cpu_ticks beam.smp)
     cores() { python3 -c "print(f'{($2 - $1) / $(getconf CLK_TCK) / (($t1 - $t0) / 1000):.2f}')"; }
-    stop_poll
+    stop_watch
+    stored=$(stored_count "$schema.submissions")
+    [ "$stored" -eq "$N" ] || { echo "$stored submissions stored, expected $N" >&2; exit 1; }
     rss=$(awk '/VmHWM/ {print $2}' /proc/$wpid/status)
     kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true
     moka_rate=$(( N * 1000 / (t1 - t0) ))

@@ -59,12 +59,16 @@ for k in $WORKERS; do
         wpids+=($!)
         PIDS+=($!)
     done
-    start_poll "$schema.submissions"
-    until [ "$(count)" -gt 0 ]; do sleep 0.01; done
+    urls=()
+    for i in $(seq "$k"); do urls+=("http://127.0.0.1:$((18300 + i))/metrics"); done
+    start_watch "$N" "${urls[@]}"
+    watch_for started
     t0=$(date +%s%3N) w0=$(ticks_of "${wpids[@]}") pg0=$(cpu_ticks postgres) mq0=$(cpu_ticks beam.smp)
-    until [ "$(count)" -ge "$N" ]; do sleep 0.05; done
+    watch_for done
     t1=$(date +%s%3N) w1=$(ticks_of "${wpids[@]}") pg1=$(cpu_ticks postgres) mq1=$(cpu_ticks beam.smp)
-    stop_poll
+    stop_watch
+    stored=$(stored_count "$schema.submissions")
+    [ "$stored" -eq "$N" ] || { echo "$stored submissions stored, expected $N" >&2; exit 1; }
     kill "${wpids[@]}"; wait "${wpids[@]}" 2>/dev/null || true
     secs=$(python3 -c "print(($t1 - $t0) / 1000)")
     printf 'workers %d: %d msgs/s (%.1f s) | cores: workers %s, postgres %s, rabbitmq %s\n' "$k" $((N * 1000 / (t1 - t0))) \

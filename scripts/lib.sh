@@ -46,25 +46,29 @@ cpu_ticks() {
     echo "$total"
 }
 
-# Polls `SELECT count(*) FROM $1` through one psql session (the POLL coprocess, started by
-# `start_poll TABLE`, stopped by `stop_poll`; `count` answers): starting psql (and a backend) 50
-# times a second costs about a third of a core on a two-core machine, taken from the processes a
-# benchmark measures. Needs $PSQL.
-start_poll() {
-    POLL_TABLE=$1
-    coproc POLL { $PSQL 2>/dev/null; }
-    PIDS+=("$POLL_PID")
+# The drain benchmarks' clock (the WATCH coprocess, started by `start_watch N METRICS_URL...`,
+# stopped by `stop_watch`): `watch_for started` returns once the workers have committed their first
+# submission, `watch_for done` once they have committed N. It reads the workers' /metrics
+# (scripts/drain_watch.py) rather than polling `SELECT count(*)`, a scan of the growing table that
+# took a quarter of a core from the PostgreSQL being measured. `stored_count TABLE` checks the table
+# once, at the end. Needs $PSQL.
+start_watch() {
+    coproc WATCH { python3 scripts/drain_watch.py "$@"; }
+    WATCHER=$WATCH_PID # (bash unsets WATCH_PID once the coprocess has ended)
+    PIDS+=("$WATCHER")
 }
-count() {
-    local n
-    echo "SELECT count(*) FROM $POLL_TABLE;" >&"${POLL[1]}"
+watch_for() {
+    local line
     # (In $(...): `exit` would leave only the subshell, so the script is stopped by signal.)
-    read -r -t 10 n <&"${POLL[0]}" || { echo "the poll's psql stopped answering" >&2; kill $$; }
-    echo "$n"
+    read -r line <&"${WATCH[0]}" || { echo "the drain watch stopped before '$1'" >&2; kill $$; }
+    [ "$line" = "$1" ] || { echo "the drain watch said '$line', expected '$1'" >&2; kill $$; }
 }
-stop_poll() {
-    kill "$POLL_PID" 2>/dev/null || true
-    wait "$POLL_PID" 2>/dev/null || true
+stop_watch() {
+    kill "$WATCHER" 2>/dev/null || true
+    wait "$WATCHER" 2>/dev/null || true
+}
+stored_count() {
+    $PSQL -c "SELECT count(*) FROM $1"
 }
 
 # Waits up to 30 s for URL $1 to answer 200; says which did not.

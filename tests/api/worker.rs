@@ -234,10 +234,47 @@ async fn migrations_are_safe_when_several_workers_start_at_once() {
     applied.sort();
     assert_eq!(
         applied,
-        ["V1__candidates", "V2__attachments", "V3__pending_attachments", "V4__console", "V5__duplicates"],
+        [
+            "V1__candidates",
+            "V2__attachments",
+            "V3__pending_attachments",
+            "V4__console",
+            "V5__duplicates",
+            "V6__payload_compression"
+        ],
         "each migration applied exactly once"
     );
-    assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 5);
+    assert_eq!(db.count("SELECT 1 FROM refinery_schema_history").await, 6);
+}
+
+#[tokio::test]
+async fn a_long_resume_is_stored_whole_and_compressed_with_lz4() {
+    let (broker, db) = (TestBroker::new().await, TestDb::new().await);
+    let settings = worker_settings(&broker.prefix, &db, &[]);
+    let ingress = TestIngress::spawn(&settings).await;
+    let worker = TestWorker::spawn(&settings).await;
+
+    // Long enough (over PostgreSQL's 2 KB threshold) for the row's payload to be compressed.
+    let mut payload: serde_json::Value = serde_json::from_str(&candidate_payload("c-long", "张三")).unwrap();
+    payload["selfEvaluation"] = "熟悉分布式系统与前端工程化，带领团队完成多个大型项目。".repeat(60).into();
+    let payload = payload.to_string();
+    assert!(payload.len() > 4096);
+    assert_eq!(ingress.post_form(signed(&payload).form_body()).await.code, 0);
+    assert_eq!(db.wait_count("SELECT 1 FROM submissions WHERE outcome = 'applied'", 1, WAIT).await, 1);
+
+    let row = db
+        .client
+        .query_one(
+            "SELECT raw_payload, pg_column_compression(raw_payload) FROM candidates WHERE moka_id = 'c-long'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let stored: serde_json::Value = row.get(0);
+    assert_eq!(stored, serde_json::from_str::<serde_json::Value>(&payload).unwrap(), "the payload as received");
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("lz4"));
+    ingress.stop().await;
+    worker.stop().await;
 }
 
 #[tokio::test]
