@@ -441,6 +441,47 @@ async fn requests_that_arrive_while_a_publish_awaits_its_confirm_go_together_and
     std::sync::Arc::into_inner(ingress).expect("requests are done").stop().await;
 }
 
+#[tokio::test]
+async fn a_group_that_reaches_its_limit_goes_at_once_without_waiting_for_the_confirm_in_flight() {
+    let broker = TestBroker::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let url = proxy.url();
+    let settings = helpers::settings(
+        &broker.prefix,
+        &[("amqp_url", &url), ("ingress.confirm_timeout_ms", "20000"), ("ingress.group_max_messages", "4")],
+    );
+    let ingress = std::sync::Arc::new(TestIngress::spawn(&settings).await);
+
+    // Every confirm held back: the first request is published alone and its confirm awaited.
+    proxy.stall();
+    let send = |i: usize| {
+        let ingress = ingress.clone();
+        tokio::spawn(async move { ingress.post_form(signed(&format!(r#"{{"id":"f-{i}"}}"#)).form_body()).await })
+    };
+    let mut requests = vec![send(0)];
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 1).await, 1, "the first is published at once, alone");
+    // Nine more: two full groups of four go while that confirm is still awaited; the ninth waits.
+    requests.extend((1..10).map(send));
+    assert_eq!(broker.wait_depth(&broker.topology.queue, 3).await, 3, "full groups do not wait for the confirm");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(broker.depth(&broker.topology.queue).await, 3, "a group that is not full waits");
+    assert!(requests.iter().all(|r| !r.is_finished()), "no answer before the broker's confirm");
+
+    proxy.unstall();
+    for r in requests {
+        let answer = r.await.unwrap();
+        assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
+    }
+    assert_eq!(broker.depth(&broker.topology.queue).await, 4, "one alone, two groups of four, then the last one");
+    let mut ids: Vec<String> =
+        broker.envelopes(&broker.topology.queue).await.into_iter().map(|e| e.meta.moka_id).collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("f-{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want, "each once");
+    std::sync::Arc::into_inner(ingress).expect("requests are done").stop().await;
+}
+
 /// A RabbitMQ policy for one test's queues, removed when dropped (also when the test fails).
 struct Policy(String);
 
