@@ -2,14 +2,15 @@
 //! while a publish waits for its confirm are sent together, as one message (envelope version 3),
 //! whose confirm answers all of them, the way a database groups commits.
 //!
-//! A few publishing loops (one per confirm-mode channel) share one queue of requests. A loop
-//! that is free takes everything waiting (up to `ingress.group_max_messages` and
-//! `ingress.group_max_bytes`) and publishes it; while its confirm is awaited, new requests
-//! gather for whichever loop is free next. A group that reaches either limit meanwhile goes at
-//! once, without waiting for that confirm (at most [`MAX_IN_FLIGHT`] groups per loop): at 256
-//! concurrent clients, waiting held three full groups back behind each confirm. At low load a
-//! request finds a free loop and is published at once, alone (as version 2): no timer ever adds
-//! latency.
+//! A few publishing loops (one per confirm-mode channel) share one queue of requests, and take
+//! turns: a turn is one publish whose confirm is awaited, and there are as many turns as loops.
+//! At low load a request that finds nothing waiting and a turn free takes the turn itself and
+//! publishes at once, alone (as version 2), from its own task: no timer and no hand-over to a
+//! loop add latency. Requests that come while every turn is taken gather; a loop whose turn
+//! comes takes everything waiting (up to `ingress.group_max_messages` and
+//! `ingress.group_max_bytes`) and publishes it as one group. A group that reaches either limit
+//! goes at once, turn or not (at most [`MAX_IN_FLIGHT`] groups per loop): at 256 concurrent
+//! clients, waiting for a turn held three full groups back behind each confirm.
 //!
 //! Every request of a group gets the group's answer: all confirmed, or all refused (nack,
 //! return, timeout, no broker), so none is answered 200 unless the broker has it.
@@ -40,12 +41,14 @@ struct Waiting {
 /// when the broker slows down; the clients' own concurrency bounds it long before that.
 pub const MAX_IN_FLIGHT: usize = 8;
 
-/// The requests waiting, and the sum of their payloads' bytes (so that "is a full group
-/// waiting?" is answered without walking the queue).
+/// The requests waiting, the sum of their payloads' bytes (so that "is a full group waiting?" is
+/// answered without walking the queue), and the turns taken.
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Waiting>,
     bytes: usize,
+    /// Turns taken, by loops and by requests publishing alone; at most `Grouper::turns`.
+    busy: usize,
 }
 
 /// How large a group may grow.
@@ -65,6 +68,8 @@ pub struct Grouper {
     full: Notify,
     publisher: Arc<Publisher>,
     limits: Limits,
+    /// One per loop.
+    turns: usize,
     sizes: metrics::Histogram,
 }
 
@@ -78,17 +83,33 @@ impl Grouper {
             full: Notify::new(),
             publisher,
             limits,
+            turns: loops.max(1),
             sizes: metrics::histogram!("moka_ingress_group_size"),
         });
-        for _ in 0..loops.max(1) {
+        for _ in 0..grouper.turns {
             tokio::spawn(grouper.clone().run(stop.clone()));
         }
         grouper
     }
 
-    /// Publishes one submission with whatever else is waiting; returns once the broker
-    /// confirmed it (or why not).
+    /// Publishes one submission, alone or with whatever else is waiting; returns once the
+    /// broker confirmed it (or why not).
     pub async fn publish(&self, meta: Meta, payload: String) -> Result<(), String> {
+        let alone = {
+            let mut queue = self.lock();
+            let alone = queue.items.is_empty() && queue.busy < self.turns;
+            if alone {
+                queue.busy += 1;
+            }
+            alone
+        };
+        if alone {
+            // The turn is given back however this ends, also when the request's future is
+            // dropped in the middle (its client went away).
+            let _turn = Turn(self);
+            self.sizes.record(1.0);
+            return self.send_one(&meta, &payload).await.map_err(|e| e.to_string());
+        }
         let (answer, answered) = oneshot::channel();
         let full = {
             let mut queue = self.lock();
@@ -103,6 +124,18 @@ impl Grouper {
         answered.await.unwrap_or_else(|_| Err("the ingress is shutting down".into()))
     }
 
+    /// Gives a turn back, and wakes a loop for what gathered meanwhile.
+    fn give_back_turn(&self) {
+        let waiting = {
+            let mut queue = self.lock();
+            queue.busy -= 1;
+            !queue.items.is_empty()
+        };
+        if waiting {
+            self.wake.notify_one();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -112,12 +145,17 @@ impl Grouper {
         queue.items.len() >= self.limits.max_messages || queue.bytes >= self.limits.max_bytes
     }
 
-    /// What waits now, up to the limits (always at least one when anything waits); with
-    /// `only_full`, nothing unless a group that reaches a limit is waiting.
-    fn take(&self, only_full: bool) -> Vec<Waiting> {
+    /// The next group to publish, and whether it took a turn: with a turn free (and none held
+    /// by the loop asking), whatever waits, up to the limits; else, if `more` and a group that
+    /// reaches a limit waits, that group; else nothing.
+    fn take(&self, holds_turn: bool, more: bool) -> (Vec<Waiting>, bool) {
         let mut queue = self.lock();
-        if only_full && !self.is_full(&queue) {
-            return Vec::new();
+        let turn = !holds_turn && queue.busy < self.turns && !queue.items.is_empty();
+        if !turn && !(more && self.is_full(&queue)) {
+            return (Vec::new(), false);
+        }
+        if turn {
+            queue.busy += 1;
         }
         let mut group = Vec::new();
         let mut bytes = 0;
@@ -137,29 +175,33 @@ impl Grouper {
         if self.is_full(&queue) {
             self.full.notify_one();
         }
-        group
+        (group, turn)
     }
 
     async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut in_flight = FuturesUnordered::new();
+        // Whether one of the groups in flight took a turn; it is given back once none is.
+        let mut holds_turn = false;
         loop {
-            // A free loop takes whatever waits; a busy one only a full group.
-            let group = match in_flight.len() {
-                0 => self.take(false),
-                n if n < MAX_IN_FLIGHT => self.take(true),
-                _ => Vec::new(),
-            };
+            let (group, turn) = self.take(holds_turn, in_flight.len() < MAX_IN_FLIGHT);
             if !group.is_empty() {
+                holds_turn |= turn;
                 in_flight.push(self.publish_group(group));
                 continue;
             }
             tokio::select! {
                 // (An empty set yields None at once: the branch is then off until the next turn.)
-                Some(()) = in_flight.next() => {}
-                _ = self.wake.notified(), if in_flight.is_empty() => {}
-                _ = self.full.notified(), if !in_flight.is_empty() => {}
+                Some(()) = in_flight.next() => {
+                    if in_flight.is_empty() && holds_turn {
+                        holds_turn = false;
+                        self.give_back_turn();
+                    }
+                }
+                _ = self.wake.notified(), if !holds_turn => {}
+                _ = self.full.notified() => {}
                 _ = stop.cancelled(), if in_flight.is_empty() => {
-                    // Whatever still waits is published before the loop ends.
+                    // Whatever still waits is published before the loop ends. (The ingress stops
+                    // its loops only once no request is in flight, so no turn is held elsewhere.)
                     if self.lock().items.is_empty() {
                         return;
                     }
@@ -180,16 +222,28 @@ impl Grouper {
 
     /// One confirmed publish: version 2 for one submission, a version 3 group for more.
     async fn send(&self, group: &[Waiting]) -> Result<(), PublishError> {
-        let exchange = &self.publisher.topology().exchange;
         match group {
-            [one] => {
-                let body = one.meta.body(one.payload.as_bytes());
-                self.publisher.publish(exchange, SUBMISSION_KEY, &body, one.meta.properties()).await
-            }
+            [one] => self.send_one(&one.meta, &one.payload).await,
             many => {
                 let body = Group::body(many.iter().map(|w| (&w.meta, w.payload.as_bytes())), many.len());
+                let exchange = &self.publisher.topology().exchange;
                 self.publisher.publish(exchange, SUBMISSION_KEY, &body, Group::properties()).await
             }
         }
+    }
+
+    /// One submission as version 2.
+    async fn send_one(&self, meta: &Meta, payload: &str) -> Result<(), PublishError> {
+        let exchange = &self.publisher.topology().exchange;
+        self.publisher.publish(exchange, SUBMISSION_KEY, &meta.body(payload.as_bytes()), meta.properties()).await
+    }
+}
+
+/// A turn taken by a request publishing alone; given back when dropped.
+struct Turn<'a>(&'a Grouper);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.give_back_turn();
     }
 }
