@@ -145,13 +145,15 @@ impl Grouper {
         queue.items.len() >= self.limits.max_messages || queue.bytes >= self.limits.max_bytes
     }
 
-    /// The next group to publish, and whether it took a turn: with a turn free (and none held
-    /// by the loop asking), whatever waits, up to the limits; else, if `more` and a group that
-    /// reaches a limit waits, that group; else nothing.
+    /// The next group to publish (only if `more`: the loop asking may publish another), and
+    /// whether it took a turn: with a turn free (and none held by the loop asking), whatever
+    /// waits, up to the limits; else, if a group that reaches a limit waits, that group; else
+    /// nothing.
     fn take(&self, holds_turn: bool, more: bool) -> (Vec<Waiting>, bool) {
         let mut queue = self.lock();
-        let turn = !holds_turn && queue.busy < self.turns && !queue.items.is_empty();
-        if !turn && !(more && self.is_full(&queue)) {
+        let turn = more && !holds_turn && queue.busy < self.turns && !queue.items.is_empty();
+        let full = more && self.is_full(&queue);
+        if !(turn || full) {
             return (Vec::new(), false);
         }
         if turn {
@@ -179,26 +181,32 @@ impl Grouper {
     }
 
     async fn run(self: Arc<Self>, stop: CancellationToken) {
+        // Each group in flight answers, when done, whether it took a turn (given back then).
         let mut in_flight = FuturesUnordered::new();
-        // Whether one of the groups in flight took a turn; it is given back once none is.
         let mut holds_turn = false;
         loop {
             let (group, turn) = self.take(holds_turn, in_flight.len() < MAX_IN_FLIGHT);
             if !group.is_empty() {
                 holds_turn |= turn;
-                in_flight.push(self.publish_group(group));
+                let published = self.publish_group(group);
+                in_flight.push(async move {
+                    published.await;
+                    turn
+                });
                 continue;
             }
             tokio::select! {
                 // (An empty set yields None at once: the branch is then off until the next turn.)
-                Some(()) = in_flight.next() => {
-                    if in_flight.is_empty() && holds_turn {
+                Some(took_turn) = in_flight.next() => {
+                    if took_turn {
                         holds_turn = false;
                         self.give_back_turn();
                     }
                 }
                 _ = self.wake.notified(), if !holds_turn => {}
-                _ = self.full.notified() => {}
+                // (Off while this loop may not publish more: it would swallow the notice another
+                // loop needs.)
+                _ = self.full.notified(), if in_flight.len() < MAX_IN_FLIGHT => {}
                 _ = stop.cancelled(), if in_flight.is_empty() => {
                     // Whatever still waits is published before the loop ends. (The ingress stops
                     // its loops only once no request is in flight, so no turn is held elsewhere.)
