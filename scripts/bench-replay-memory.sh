@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Replay-cache memory (issue 14): the ingress's RSS after N (default 3,000,000) accepted requests
 # inside one tonce window. The window is widened to an hour so that every request stays in it;
-# the cache's bound (ingress.replay_cache_entries, default 1,500,000) is what keeps memory flat.
+# the cache's bound (ingress.replay_cache_entries, default 1,800,000) is what keeps memory flat.
 # The yardstick's `load --live` signs each request as it sends it (pre-signing 3,000,000 bodies
 # would take gigabytes); a loop empties the submissions queue every 2 s so that the broker does not
 # keep them all. Needs RabbitMQ on 127.0.0.1; loopback only; stops what it started by PID.
