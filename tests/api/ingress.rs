@@ -401,85 +401,110 @@ async fn a_confirm_that_does_not_arrive_in_time_is_answered_503() {
     ingress.stop().await;
 }
 
+/// An ingress whose broker connection goes through a proxy that can hold the broker's confirms
+/// back, and requests sent to it from tasks of their own: what group publishing is seen through.
+struct HeldConfirms {
+    broker: TestBroker,
+    proxy: Proxy,
+    ingress: std::sync::Arc<TestIngress>,
+}
+
+impl HeldConfirms {
+    async fn start(settings: &[(&str, &str)]) -> HeldConfirms {
+        let broker = TestBroker::new().await;
+        let proxy = Proxy::start("127.0.0.1:5672").await;
+        let url = proxy.url();
+        let mut all = vec![("amqp_url", url.as_str()), ("ingress.confirm_timeout_ms", "20000")];
+        all.extend_from_slice(settings);
+        let ingress = std::sync::Arc::new(TestIngress::spawn(&helpers::settings(&broker.prefix, &all)).await);
+        HeldConfirms { broker, proxy, ingress }
+    }
+
+    /// Sends the candidate `id`, signed, from its own task.
+    fn send(&self, id: String) -> tokio::task::JoinHandle<Answer> {
+        let ingress = self.ingress.clone();
+        tokio::spawn(async move { ingress.post_form(signed(&format!(r#"{{"id":"{id}"}}"#)).form_body()).await })
+    }
+
+    /// Waits for every answer and checks that each is ok.
+    async fn all_ok(requests: Vec<tokio::task::JoinHandle<Answer>>) {
+        for r in requests {
+            let answer = r.await.unwrap();
+            assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
+        }
+    }
+
+    /// The candidate ids in the queue, sorted (a group's submissions each count).
+    async fn queued_ids(&self) -> Vec<String> {
+        let envelopes = self.broker.envelopes(&self.broker.topology.queue).await;
+        let mut ids: Vec<String> = envelopes.into_iter().map(|e| e.meta.moka_id).collect();
+        ids.sort();
+        ids
+    }
+
+    async fn messages(&self) -> u32 {
+        self.broker.depth(&self.broker.topology.queue).await
+    }
+
+    async fn wait_messages(&self, n: u32) -> u32 {
+        self.broker.wait_depth(&self.broker.topology.queue, n).await
+    }
+
+    async fn stop(self) {
+        std::sync::Arc::into_inner(self.ingress).expect("requests are done").stop().await;
+    }
+}
+
+/// `prefix-0` … `prefix-{n-1}`, sorted as [`HeldConfirms::queued_ids`] sorts.
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    let mut ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    ids.sort();
+    ids
+}
+
 #[tokio::test]
 async fn requests_that_arrive_while_a_publish_awaits_its_confirm_go_together_and_none_is_answered_before_it() {
-    let broker = TestBroker::new().await;
-    let proxy = Proxy::start("127.0.0.1:5672").await;
-    let url = proxy.url();
-    let settings = helpers::settings(&broker.prefix, &[("amqp_url", &url), ("ingress.confirm_timeout_ms", "20000")]);
-    let ingress = std::sync::Arc::new(TestIngress::spawn(&settings).await);
+    let held = HeldConfirms::start(&[]).await;
 
     // With every confirm held back, the publishing loop (one per channel; one channel by default)
     // takes the first request and waits for its confirm; the nine that come next gather, unanswered.
-    proxy.stall();
-    let send = |i: usize| {
-        let ingress = ingress.clone();
-        tokio::spawn(async move { ingress.post_form(signed(&format!(r#"{{"id":"p-{i}"}}"#)).form_body()).await })
-    };
-    let mut requests = vec![send(0)];
-    assert_eq!(broker.wait_depth(&broker.topology.queue, 1).await, 1, "the first is published at once, alone");
-    requests.extend((1..10).map(send));
+    held.proxy.stall();
+    let mut requests = vec![held.send("p-0".into())];
+    assert_eq!(held.wait_messages(1).await, 1, "the first is published at once, alone");
+    requests.extend((1..10).map(|i| held.send(format!("p-{i}"))));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(broker.depth(&broker.topology.queue).await, 1, "the rest wait for its confirm");
+    assert_eq!(held.messages().await, 1, "the rest wait for its confirm");
     assert!(requests.iter().all(|r| !r.is_finished()), "no answer before the broker's confirm");
 
     // Once the confirm comes, the nine that gathered go as one group, and all ten are answered
     // ok: ten submissions in two messages.
-    proxy.unstall();
-    for r in requests {
-        let answer = r.await.unwrap();
-        assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
-    }
-    let messages = broker.depth(&broker.topology.queue).await;
-    assert_eq!(messages, 2, "ten requests as two messages: one alone, then one group of nine");
-    let mut ids: Vec<String> =
-        broker.envelopes(&broker.topology.queue).await.into_iter().map(|e| e.meta.moka_id).collect();
-    ids.sort();
-    let mut want: Vec<String> = (0..10).map(|i| format!("p-{i}")).collect();
-    want.sort();
-    assert_eq!(ids, want, "each once");
-    std::sync::Arc::into_inner(ingress).expect("requests are done").stop().await;
+    held.proxy.unstall();
+    HeldConfirms::all_ok(requests).await;
+    assert_eq!(held.messages().await, 2, "ten requests as two messages: one alone, then one group of nine");
+    assert_eq!(held.queued_ids().await, ids("p", 10), "each once");
+    held.stop().await;
 }
 
 #[tokio::test]
 async fn a_group_that_reaches_its_limit_goes_at_once_without_waiting_for_the_confirm_in_flight() {
-    let broker = TestBroker::new().await;
-    let proxy = Proxy::start("127.0.0.1:5672").await;
-    let url = proxy.url();
-    let settings = helpers::settings(
-        &broker.prefix,
-        &[("amqp_url", &url), ("ingress.confirm_timeout_ms", "20000"), ("ingress.group_max_messages", "4")],
-    );
-    let ingress = std::sync::Arc::new(TestIngress::spawn(&settings).await);
+    let held = HeldConfirms::start(&[("ingress.group_max_messages", "4")]).await;
 
     // Every confirm held back: the first request is published alone and its confirm awaited.
-    proxy.stall();
-    let send = |i: usize| {
-        let ingress = ingress.clone();
-        tokio::spawn(async move { ingress.post_form(signed(&format!(r#"{{"id":"f-{i}"}}"#)).form_body()).await })
-    };
-    let mut requests = vec![send(0)];
-    assert_eq!(broker.wait_depth(&broker.topology.queue, 1).await, 1, "the first is published at once, alone");
+    held.proxy.stall();
+    let mut requests = vec![held.send("f-0".into())];
+    assert_eq!(held.wait_messages(1).await, 1, "the first is published at once, alone");
     // Nine more: two full groups of four go while that confirm is still awaited; the ninth waits.
-    requests.extend((1..10).map(send));
-    assert_eq!(broker.wait_depth(&broker.topology.queue, 3).await, 3, "full groups do not wait for the confirm");
+    requests.extend((1..10).map(|i| held.send(format!("f-{i}"))));
+    assert_eq!(held.wait_messages(3).await, 3, "full groups do not wait for the confirm");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(broker.depth(&broker.topology.queue).await, 3, "a group that is not full waits");
+    assert_eq!(held.messages().await, 3, "a group that is not full waits");
     assert!(requests.iter().all(|r| !r.is_finished()), "no answer before the broker's confirm");
 
-    proxy.unstall();
-    for r in requests {
-        let answer = r.await.unwrap();
-        assert_eq!((answer.status, answer.code), (200, 0), "{}", answer.message);
-    }
-    assert_eq!(broker.depth(&broker.topology.queue).await, 4, "one alone, two groups of four, then the last one");
-    let mut ids: Vec<String> =
-        broker.envelopes(&broker.topology.queue).await.into_iter().map(|e| e.meta.moka_id).collect();
-    ids.sort();
-    let mut want: Vec<String> = (0..10).map(|i| format!("f-{i}")).collect();
-    want.sort();
-    assert_eq!(ids, want, "each once");
-    std::sync::Arc::into_inner(ingress).expect("requests are done").stop().await;
+    held.proxy.unstall();
+    HeldConfirms::all_ok(requests).await;
+    assert_eq!(held.messages().await, 4, "one alone, two groups of four, then the last one");
+    assert_eq!(held.queued_ids().await, ids("f", 10), "each once");
+    held.stop().await;
 }
 
 /// A RabbitMQ policy for one test's queues, removed when dropped (also when the test fails).

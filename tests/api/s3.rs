@@ -156,8 +156,13 @@ async fn a_worker_configured_by_its_environment_retries_while_the_bucket_refuses
     let bucket = format!("b-{}", broker.prefix.replace('_', "-"));
     let ops = free_port();
     let vars = moto.vars();
+    // The worker stages downloads under $TMPDIR/moka-ingest: a directory of this test's own,
+    // removed at the end, so that nothing is left in the machine's temporary directory.
+    let tmp = std::env::temp_dir().join(format!("moka-s3-worker-{}", broker.prefix));
+    std::fs::create_dir_all(&tmp).unwrap();
     let mut env: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     env.extend([
+        ("TMPDIR", tmp.display().to_string()),
         ("MOKA_INGEST_WORKER_LISTEN", format!("127.0.0.1:{ops}")),
         ("MOKA_INGEST_ATTACHMENTS__BACKEND", "s3".to_owned()),
         ("MOKA_INGEST_ATTACHMENTS__S3_BUCKET", bucket.clone()),
@@ -192,4 +197,6 @@ async fn a_worker_configured_by_its_environment_retries_while_the_bucket_refuses
     assert_eq!(db.count("SELECT 1 FROM candidate_attachments WHERE status = 'failed'").await, 0);
     sigterm_and_wait(worker).await;
     moto.stop().await;
+    assert!(tmp.join("moka-ingest").is_dir(), "the worker staged its downloads under its own TMPDIR");
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
