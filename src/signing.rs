@@ -46,11 +46,42 @@ impl Encoding {
         Encoding::ALL.into_iter().find(|e| e.name() == name)
     }
 
-    fn write(self, out: &mut String, s: &str) {
+    fn write(self, out: &mut (impl Sink + ?Sized), s: &str) {
         match self {
-            Encoding::Raw => out.push_str(s),
-            Encoding::Plus => s.chars().for_each(|c| out.push(if c == ' ' { '+' } else { c })),
-            Encoding::Form => form_encode(out, s),
+            Encoding::Raw => out.put(s),
+            Encoding::Plus => {
+                for (i, part) in s.split(' ').enumerate() {
+                    if i > 0 {
+                        out.put("+");
+                    }
+                    out.put(part);
+                }
+            }
+            Encoding::Form => {
+                let mut encoded = String::with_capacity(s.len() * 3);
+                form_encode(&mut encoded, s);
+                out.put(&encoded);
+            }
+        }
+    }
+}
+
+/// Where the canonical text goes: into a string (to sign it or show it), or piece by piece
+/// straight into the MACs (verifying: no copy of a payload of several kilobytes per request).
+trait Sink {
+    fn put(&mut self, s: &str);
+}
+
+impl Sink for String {
+    fn put(&mut self, s: &str) {
+        self.push_str(s);
+    }
+}
+
+impl Sink for [Hmac<Sha256>] {
+    fn put(&mut self, s: &str) {
+        for mac in self {
+            mac.update(s.as_bytes());
         }
     }
 }
@@ -72,24 +103,28 @@ fn form_encode(out: &mut String, s: &str) {
 
 /// The exact text that is signed, for the given parameters (any order; `signature` is skipped).
 pub fn string_to_sign(params: &[(&str, &str)], encoding: Encoding) -> String {
-    let mut sorted: Vec<&(&str, &str)> = params.iter().filter(|(k, _)| *k != "signature").collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = String::with_capacity(
         METHOD.len() + PATH.len() + 2 + params.iter().map(|(k, v)| k.len() + v.len() * 3 + 2).sum::<usize>(),
     );
-    out.push_str(METHOD);
-    out.push('|');
-    out.push_str(PATH);
-    out.push('|');
+    write_canonical(params, encoding, &mut out);
+    out
+}
+
+fn write_canonical(params: &[(&str, &str)], encoding: Encoding, out: &mut (impl Sink + ?Sized)) {
+    let mut sorted: Vec<&(&str, &str)> = params.iter().filter(|(k, _)| *k != "signature").collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    out.put(METHOD);
+    out.put("|");
+    out.put(PATH);
+    out.put("|");
     for (i, (k, v)) in sorted.into_iter().enumerate() {
         if i > 0 {
-            out.push('&');
+            out.put("&");
         }
-        encoding.write(&mut out, k);
-        out.push('=');
-        encoding.write(&mut out, v);
+        encoding.write(out, k);
+        out.put("=");
+        encoding.write(out, v);
     }
-    out
 }
 
 /// Lowercase hex signature of `params` with `secret`.
@@ -109,8 +144,9 @@ pub fn decode_signature(sig: &str) -> Option<[u8; 32]> {
 /// True when `signature` matches `params` under any secret in `macs` (two during a rotation),
 /// written in `encoding`. Each comparison is constant-time (`verify_slice`).
 pub fn verify(macs: &[Hmac<Sha256>], params: &[(&str, &str)], signature: &[u8; 32], encoding: Encoding) -> bool {
-    let text = string_to_sign(params, encoding);
-    macs.iter().any(|mac| mac.clone().chain_update(text.as_bytes()).verify_slice(signature).is_ok())
+    let mut macs = macs.to_vec();
+    write_canonical(params, encoding, macs.as_mut_slice());
+    macs.into_iter().any(|mac| mac.verify_slice(signature).is_ok())
 }
 
 /// For a signature that did not verify: another encoding under which it would have, to tell an

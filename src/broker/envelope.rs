@@ -208,8 +208,17 @@ impl Group {
     }
 
     /// The body of a group of `items` (metadata and exact payload bytes each).
-    pub fn body<'a>(items: impl IntoIterator<Item = (&'a Meta, &'a [u8])>, n: usize) -> Vec<u8> {
-        let mut body = Vec::new();
+    pub fn body<'a, I>(items: I, n: usize) -> Vec<u8>
+    where
+        I: IntoIterator<Item = (&'a Meta, &'a [u8])>,
+        I::IntoIter: Clone,
+    {
+        let items = items.into_iter();
+        // Sized once: a group grown by doubling was copied over again and again (perf: about a
+        // third of the ingress's memmove). An item's line is its access key, its id and under
+        // 256 bytes more.
+        let size = items.clone().map(|(m, p)| 258 + m.access_key.len() + m.moka_id.len() + p.len()).sum::<usize>();
+        let mut body = Vec::with_capacity(32 + size);
         serde_json::to_writer(&mut body, &GroupLine { v: GROUP_VERSION, n })
             .expect("writing JSON to memory cannot fail");
         body.push(b'\n');

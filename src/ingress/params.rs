@@ -131,7 +131,11 @@ fn decode_component(input: &[u8]) -> Result<String, Rejection> {
         n += 1;
     }
     out.truncate(n);
-    String::from_utf8(out).map_err(|_| Rejection::Malformed("a form value is not valid UTF-8".into()))
+    // The payload is mostly multi-byte text, where the SIMD check is several times faster than
+    // std's; copying the checked text once more costs less than the difference.
+    simdutf8::basic::from_utf8(&out)
+        .map(str::to_owned)
+        .map_err(|_| Rejection::Malformed("a form value is not valid UTF-8".into()))
 }
 
 #[cold]
