@@ -46,7 +46,7 @@ impl Encoding {
         Encoding::ALL.into_iter().find(|e| e.name() == name)
     }
 
-    fn write(self, out: &mut (impl Sink + ?Sized), s: &str) {
+    fn write(self, out: &mut (impl CanonicalOut + ?Sized), s: &str) {
         match self {
             Encoding::Raw => out.put(s),
             Encoding::Plus => {
@@ -57,28 +57,24 @@ impl Encoding {
                     out.put(part);
                 }
             }
-            Encoding::Form => {
-                let mut encoded = String::with_capacity(s.len() * 3);
-                form_encode(&mut encoded, s);
-                out.put(&encoded);
-            }
+            Encoding::Form => form_encode(out, s),
         }
     }
 }
 
 /// Where the canonical text goes: into a string (to sign it or show it), or piece by piece
 /// straight into the MACs (verifying: no copy of a payload of several kilobytes per request).
-trait Sink {
+trait CanonicalOut {
     fn put(&mut self, s: &str);
 }
 
-impl Sink for String {
+impl CanonicalOut for String {
     fn put(&mut self, s: &str) {
         self.push_str(s);
     }
 }
 
-impl Sink for [Hmac<Sha256>] {
+impl CanonicalOut for [Hmac<Sha256>] {
     fn put(&mut self, s: &str) {
         for mac in self {
             mac.update(s.as_bytes());
@@ -86,19 +82,30 @@ impl Sink for [Hmac<Sha256>] {
     }
 }
 
-fn form_encode(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => {
-                out.push('%');
-                out.push(HEX[(b >> 4) as usize] as char);
-                out.push(HEX[(b & 15) as usize] as char);
-            }
+/// Writes `s` form-encoded: runs of unreserved characters as they are, a space as `+`, each other
+/// byte as `%XX`.
+fn form_encode(out: &mut (impl CanonicalOut + ?Sized), s: &str) {
+    const HEX: [&str; 16] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "A", "B", "C", "D", "E", "F"];
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~') {
+            continue;
+        }
+        // A run is ASCII only, so both its ends are character boundaries (an empty one may
+        // sit inside a multi-byte character, hence the check).
+        if run < i {
+            out.put(&s[run..i]);
+        }
+        run = i + 1;
+        if b == b' ' {
+            out.put("+");
+        } else {
+            out.put("%");
+            out.put(HEX[usize::from(b >> 4)]);
+            out.put(HEX[usize::from(b & 15)]);
         }
     }
+    out.put(&s[run..]);
 }
 
 /// The exact text that is signed, for the given parameters (any order; `signature` is skipped).
@@ -110,7 +117,7 @@ pub fn string_to_sign(params: &[(&str, &str)], encoding: Encoding) -> String {
     out
 }
 
-fn write_canonical(params: &[(&str, &str)], encoding: Encoding, out: &mut (impl Sink + ?Sized)) {
+fn write_canonical(params: &[(&str, &str)], encoding: Encoding, out: &mut (impl CanonicalOut + ?Sized)) {
     let mut sorted: Vec<&(&str, &str)> = params.iter().filter(|(k, _)| *k != "signature").collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     out.put(METHOD);
@@ -142,7 +149,8 @@ pub fn decode_signature(sig: &str) -> Option<[u8; 32]> {
 }
 
 /// True when `signature` matches `params` under any secret in `macs` (two during a rotation),
-/// written in `encoding`. Each comparison is constant-time (`verify_slice`).
+/// written in `encoding`. The text is hashed under every secret in one pass, whichever matches;
+/// each comparison is constant-time (`verify_slice`).
 pub fn verify(macs: &[Hmac<Sha256>], params: &[(&str, &str)], signature: &[u8; 32], encoding: Encoding) -> bool {
     let mut macs = macs.to_vec();
     write_canonical(params, encoding, macs.as_mut_slice());

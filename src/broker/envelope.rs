@@ -192,6 +192,12 @@ impl Meta {
     }
 }
 
+/// A group's first line (`{"v":3,"n":…}` and its newline) at most, for sizing its body.
+const GROUP_LINE_BYTES: usize = 32;
+/// An item's metadata line at most, besides its access key and candidate id: the field names,
+/// message id, timestamp, tonce, signature digest and length (about 230 bytes).
+const ITEM_LINE_BYTES: usize = 256;
+
 /// A group of submissions (version 3): one message for several requests.
 pub struct Group;
 
@@ -207,7 +213,8 @@ impl Group {
             .with_timestamp(u64::try_from(now.timestamp()).unwrap_or(0))
     }
 
-    /// The body of a group of `items` (metadata and exact payload bytes each).
+    /// The body of a group of `items` (metadata and exact payload bytes each). The items are
+    /// walked twice, once to size the body, hence `Clone`.
     pub fn body<'a, I>(items: I, n: usize) -> Vec<u8>
     where
         I: IntoIterator<Item = (&'a Meta, &'a [u8])>,
@@ -215,10 +222,13 @@ impl Group {
     {
         let items = items.into_iter();
         // Sized once: a group grown by doubling was copied over again and again (perf: about a
-        // third of the ingress's memmove). An item's line is its access key, its id and under
-        // 256 bytes more.
-        let size = items.clone().map(|(m, p)| 258 + m.access_key.len() + m.moka_id.len() + p.len()).sum::<usize>();
-        let mut body = Vec::with_capacity(32 + size);
+        // third of the ingress's memmove). An id or key that JSON must escape only costs a
+        // reallocation.
+        let size = items
+            .clone()
+            .map(|(m, p)| ITEM_LINE_BYTES + m.access_key.len() + m.moka_id.len() + p.len() + 2)
+            .sum::<usize>();
+        let mut body = Vec::with_capacity(GROUP_LINE_BYTES + size);
         serde_json::to_writer(&mut body, &GroupLine { v: GROUP_VERSION, n })
             .expect("writing JSON to memory cannot fail");
         body.push(b'\n');

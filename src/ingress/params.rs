@@ -103,8 +103,9 @@ const HEX: [u8; 256] = {
 
 /// Decodes one name or value. A form-encoded payload is mostly escapes (JSON punctuation, every
 /// byte of Chinese text), so this is a byte loop with a table lookup per hex digit, writing into
-/// a buffer sized once (the output is never longer than the input). Measured with callgrind, this
-/// indexed loop took fewer instructions than `Vec::push` or slice-pattern variants.
+/// a buffer sized once (the output is never longer than the input), then checked as UTF-8 and
+/// copied into the value. Measured with callgrind, this indexed loop took fewer instructions
+/// than `Vec::push` or slice-pattern variants.
 fn decode_component(input: &[u8]) -> Result<String, Rejection> {
     let mut out = vec![0u8; input.len()];
     let (mut i, mut n) = (0, 0);
