@@ -74,20 +74,27 @@ impl TestConsole {
 pub struct Browser {
     pub client: Client,
     driver: std::sync::Mutex<Child>,
-    profile: PathBuf,
+    /// The profile and the browser's TMPDIR, removed by `close`.
+    own: PathBuf,
 }
 
 impl Browser {
     pub async fn start() -> Browser {
         let port = free_port();
+        // One directory holds the profile and the browser's TMPDIR: Chromium leaves an empty
+        // `org.chromium.Chromium.scoped_dir.*` in its TMPDIR now and then, and `close` removes
+        // the whole directory.
+        let own = std::env::temp_dir().join(format!("moka-console-chrome-{}", uuid::Uuid::now_v7().simple()));
+        let (profile, tmp) = (own.join("profile"), own.join("tmp"));
+        std::fs::create_dir_all(&tmp).expect("the browser's own TMPDIR");
         let driver = tokio::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("TMPDIR", &tmp)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)");
-        let profile = std::env::temp_dir().join(format!("moka-console-chrome-{}", uuid::Uuid::now_v7().simple()));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -106,7 +113,7 @@ impl Browser {
         let mut last = None;
         for _ in 0..100 {
             match ClientBuilder::new(connector.clone()).capabilities(caps.clone()).connect(&url).await {
-                Ok(client) => return Browser { client, driver: std::sync::Mutex::new(driver), profile },
+                Ok(client) => return Browser { client, driver: std::sync::Mutex::new(driver), own },
                 Err(e) => last = Some(e),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -192,11 +199,12 @@ impl Browser {
         }
     }
 
-    /// Quits Chromium, then stops chromedriver (by its pid) and removes the profile.
+    /// Quits Chromium, then stops chromedriver (by its pid) and removes the profile and the
+    /// browser's TMPDIR.
     pub async fn close(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.client.clone().close()).await;
         let _ = self.driver.lock().unwrap().start_kill();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        let _ = std::fs::remove_dir_all(&self.own);
     }
 }
 
