@@ -156,9 +156,9 @@ async fn a_worker_configured_by_its_environment_retries_while_the_bucket_refuses
     let bucket = format!("b-{}", broker.prefix.replace('_', "-"));
     let ops = free_port();
     let vars = moto.vars();
-    // The worker stages downloads under $TMPDIR/moka-ingest: a directory of this test's own,
-    // removed at the end, so that nothing is left in the machine's temporary directory.
-    let tmp = std::env::temp_dir().join(format!("moka-s3-worker-{}", broker.prefix));
+    // The worker stages downloads under $TMPDIR/moka-ingest: inside the test broker's own
+    // directory, which the broker removes when dropped (also when the test fails).
+    let tmp = helpers::attachments_dir(&broker.prefix).join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let mut env: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     env.extend([
@@ -198,5 +198,4 @@ async fn a_worker_configured_by_its_environment_retries_while_the_bucket_refuses
     sigterm_and_wait(worker).await;
     moto.stop().await;
     assert!(tmp.join("moka-ingest").is_dir(), "the worker staged its downloads under its own TMPDIR");
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
